@@ -63,16 +63,16 @@ def cross_entropy(input, target, ignore_index=-100, reduction="mean"):
     t = np.asarray(target.data if isinstance(target, Tensor) else target)
     if t.dtype.kind not in "iu":
         raise TypeError(f"cross_entropy targets must be integer class indices, got dtype {t.dtype}")
+    expected = () if input.ndim == 1 else (input.shape[0],) + input.shape[2:]
+    if t.shape != expected:
+        raise ValueError(f"cross_entropy: input of shape {input.shape} needs target of shape {expected}, "
+                         f"got {t.shape}")
     if input.ndim == 1:
-        logits, t_flat, out_shape = input.reshape(1, -1), t.reshape(1), ()
+        logits = input.reshape(1, -1)  # (1, C)
     else:
-        expected = (input.shape[0],) + input.shape[2:]
-        if t.shape != expected:
-            raise ValueError(f"cross_entropy: input of shape {input.shape} needs target of shape {expected}, "
-                             f"got {t.shape}")
         logits = input if input.ndim == 2 else input.permute(0, *range(2, input.ndim), 1)  # class dim last
         logits = logits.reshape(-1, input.shape[1])  # (N * d1 * ..., C)
-        t_flat, out_shape = t.reshape(-1), t.shape
+    t_flat = t.reshape(-1)
     C = logits.shape[1]
     bad = (t_flat != ignore_index) & ((t_flat < 0) | (t_flat >= C))
     if bad.any():
@@ -80,7 +80,7 @@ def cross_entropy(input, target, ignore_index=-100, reduction="mean"):
                          f"(valid: 0..{C - 1}, or ignore_index={ignore_index})")
     loss = ops.CrossEntropy.apply(logits, target=t_flat.astype(np.int64), ignore_index=ignore_index,
                                   reduction=reduction)
-    return loss.reshape(out_shape) if reduction == "none" else loss
+    return loss.reshape(t.shape) if reduction == "none" else loss
 
 
 def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False,
@@ -122,10 +122,12 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     if attn_mask is not None:
         mask = attn_mask.data if isinstance(attn_mask, Tensor) else np.asarray(attn_mask)
         try:
-            np.broadcast_shapes(mask.shape, scores.shape)
+            fits = np.broadcast_shapes(mask.shape, scores.shape) == scores.shape  # it may not enlarge them
         except ValueError:
+            fits = False
+        if not fits:
             raise ValueError(f"attn_mask of shape {mask.shape} does not broadcast to the scores "
-                             f"{scores.shape} (..., L={L}, S={S})") from None
+                             f"{scores.shape} (..., L={L}, S={S})")
         if mask.dtype == bool:
             scores = scores.masked_fill(~mask, float("-inf"))
         else:

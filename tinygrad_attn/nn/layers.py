@@ -43,7 +43,7 @@ class Embedding(Module):
         self.weight = Parameter(default_rng().standard_normal((num_embeddings, embedding_dim)))
 
     def forward(self, idx):
-        ids = idx.data if isinstance(idx, Tensor) else idx
+        ids = np.asarray(idx.data if isinstance(idx, Tensor) else idx)
         if ids.dtype.kind not in "iu":
             raise TypeError(f"Embedding needs integer ids, got dtype {ids.dtype}")
         if ids.size and (ids.min() < 0 or ids.max() >= self.num_embeddings):

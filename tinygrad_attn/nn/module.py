@@ -96,13 +96,14 @@ class Module:
     def modules(self):
         return (m for _, m in self.named_modules())
 
-    def named_parameters(self, prefix="", recurse=True):
-        """(dotted name, Parameter) pairs; a parameter shared by two modules is listed once."""
+    def named_parameters(self, prefix="", recurse=True, remove_duplicate=True):
+        """(dotted name, Parameter) pairs; a parameter shared by two modules is listed once
+        (under each of its names with remove_duplicate=False, as state_dict needs)."""
         seen = set()
         modules = self.named_modules(prefix) if recurse else [(prefix, self)]
         for mod_prefix, module in modules:
             for name, value in vars(module).items():
-                if isinstance(value, Parameter) and id(value) not in seen:
+                if isinstance(value, Parameter) and not (remove_duplicate and id(value) in seen):
                     seen.add(id(value))
                     yield (f"{mod_prefix}.{name}" if mod_prefix else name), value
 
@@ -135,7 +136,7 @@ class Module:
         return {name: t.data.copy() for name, t in self._state_tensors()}
 
     def _state_tensors(self):
-        yield from self.named_parameters()
+        yield from self.named_parameters(remove_duplicate=False)  # tied weights under both names, as torch
         yield from self.named_buffers(persistent_only=True)
 
     def load_state_dict(self, state_dict, strict=True):
