@@ -1,0 +1,205 @@
+"""The computation graphs in docs/graphs/, at sizes small enough to read: T=4 tokens, d=8, two heads.
+
+    python -m tinygrad_attn.viz.gallery docs/graphs        (what `make graphs` runs)
+
+Each diagram is drawn from a real forward pass, so it cannot drift from the code. The
+tensors a reader follows (queries, keys, values, scores, mask, weights, context) are named
+here where the layers did not name them (by a forward hook on the W_query, W_key, W_value
+projections and by walking back from each Softmax), so the layers need not know they are
+being drawn.
+"""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from .. import Tensor, manual_seed, randn
+from ..data import IGNORE_INDEX, CopyTask
+from ..nn import attention
+from ..nn import functional as F
+from ..nn.module import register_module_forward_hook
+from ..nn.transformer import Transformer, TransformerBlock, TransformerConfig
+from ..tensor import topological_order
+from .graph import render, retain_grads
+from .modules import record_modules
+
+T, D, HEADS = 4, 8, 2
+
+
+def name_attention(out):
+    """Name the tensors of softmax(q @ k^T * scale, masked) @ v behind `out`, where still unnamed.
+
+    Walks back from each Softmax: its output is attn_weights; before it come the scaled and
+    masked scores (Mul or Div by the scale, MaskedFill, in either order) and attn_scores (the
+    MatMul q @ k^T); the MatMul that uses the weights makes context_vec. Returns out.
+    """
+    graph = topological_order(out)
+    users = {}
+    for t in graph:
+        for p in t._ctx.parents if t._ctx is not None else ():
+            users.setdefault(id(p), []).append(t)
+    for t in graph:
+        if _op(t) != "Softmax":
+            continue
+        chain = [(t, "attn_weights")] + [(u, "context_vec") for u in users.get(id(t), []) if _op(u) == "MatMul"]
+        x = t._ctx.parents[0]
+        while _op(x) in ("MaskedFill", "Mul", "Div"):
+            chain.append((x, "masked_scores" if _op(x) == "MaskedFill" else "scaled_scores"))
+            x = x._ctx.parents[0]
+        if _op(x) == "MatMul":
+            chain.append((x, "attn_scores"))
+        taken = {u.name for u, _ in chain}  # a layer may have named some already: no name twice
+        for u, name in chain:
+            if u.name is None and name not in taken:
+                u.name = name
+                taken.add(name)
+    return out
+
+
+def _op(t):
+    return type(t._ctx).__name__
+
+
+def _name(t, name):
+    t.name = t.name or name
+
+
+class name_projections:
+    """While active, the outputs of every W_query, W_key, W_value Linear are named queries, keys, values."""
+
+    NAMES = {"W_query": "queries", "W_key": "keys", "W_value": "values"}
+
+    def __init__(self, model):
+        self.names = {id(m): self.NAMES[path.rpartition(".")[2]] for path, m in model.named_modules()
+                      if path.rpartition(".")[2] in self.NAMES}
+
+    def __enter__(self):
+        self.handle = register_module_forward_hook(self.hook)
+        return self
+
+    def __exit__(self, *exc):
+        self.handle.remove()
+
+    def hook(self, module, args, out):
+        if id(module) in self.names:
+            _name(out, self.names[id(module)])
+
+
+def inputs():
+    """(batch, num_tokens, d_in) inputs; they require a gradient, as the embeddings feeding a layer
+    do, so that the engine records the ops on them alone (a LayerNorm of the inputs) too."""
+    x = randn(1, T, D, requires_grad=True)
+    x.name = "inputs"
+    return x
+
+
+def run_layer(layer, title, hide_shape_ops=True, **options):
+    """One forward pass of `layer` on (1, T, D) inputs, recorded for clusters and names."""
+    with record_modules(layer) as rec, name_projections(layer):
+        out = layer(inputs())
+    return name_attention(out), dict(modules=rec, hide_shape_ops=hide_shape_ops, title=title, **options)
+
+
+# ---------------------------------------------------------------------------------------
+# The diagrams: name -> a function returning (tensor to draw, options for render)
+# ---------------------------------------------------------------------------------------
+
+def simple_self_attention():
+    """Book section 3.3, no trainable weights. The inputs require a gradient here only so
+    that the engine records a graph to draw."""
+    x = randn(T, D, requires_grad=True)
+    x.name = "inputs"
+    _, context = attention.simple_self_attention(x)
+    return name_attention(context), dict(title="simple self-attention: softmax(X X^T) X, no weights (the "
+                                               "inputs require a gradient only so that a graph is recorded)")
+
+
+def scaled_dot_product_attention():
+    """F.scaled_dot_product_attention on projections written out: the functional core of every layer."""
+    x = randn(1, T, D)
+    x.name = "inputs"
+    weights = {name: randn(D, D, requires_grad=True) for name in ("W_query", "W_key", "W_value")}
+    q, k, v = (x @ w for w in weights.values())  # (1, T, D) each
+    q.name, k.name, v.name = "queries", "keys", "values"
+    out = F.scaled_dot_product_attention(q, k, v)  # softmax(q k^T / sqrt(d)) v
+    return name_attention(out), dict(names=weights, hide_shape_ops=True,
+                                     title="scaled dot-product attention: softmax(Q K^T / sqrt(d)) V")
+
+
+def causal_attention():
+    return run_layer(attention.CausalAttention(D, D, T, dropout=0.0),
+                     "CausalAttention: future keys masked to -inf before the softmax (mask: 1 = masked)")
+
+
+def causal_attention_backward():
+    """The backward view of the same layer: every gradient retained, each edge labelled with its shape."""
+    out, options = causal_attention()
+    loss = (out * randn(*out.shape)).sum()  # a random projection: a uniform one would hide wrong gradients
+    loss.name = "loss"
+    retain_grads(loss)
+    loss.backward(retain_graph=True)
+    return loss, dict(options, view="backward", title="CausalAttention, backward: the gradient of the loss "
+                      "flows right to left, along the edges, to the weights")
+
+
+def multihead_attention_wrapper():
+    return run_layer(attention.MultiHeadAttentionWrapper(D, D // HEADS, T, dropout=0.0, num_heads=HEADS),
+                     f"MultiHeadAttentionWrapper: {HEADS} CausalAttention heads side by side, concatenated")
+
+
+def multihead_attention():
+    return run_layer(attention.MultiHeadAttention(D, D, T, dropout=0.0, num_heads=HEADS),
+                     f"MultiHeadAttention: one projection split into {HEADS} heads "
+                     f"(the head dim is dim 1 of the (b, heads, T, head_dim) tensors), then out_proj")
+
+
+def grouped_query_attention():
+    return run_layer(attention.GroupedQueryAttention(D, D, T, dropout=0.0, num_heads=2 * HEADS, num_kv_heads=HEADS),
+                     f"GroupedQueryAttention: {HEADS} key/value heads, each shared by 2 of the {2 * HEADS} query "
+                     "heads (the Expand)", hide_shape_ops=("Reshape", "Permute", "Index"))
+
+
+def transformer_block():
+    cfg = TransformerConfig(vocab_size=6, context_length=T, d_model=D, num_layers=1, num_heads=HEADS)
+    return run_layer(TransformerBlock(cfg), "TransformerBlock (pre-LayerNorm): x + att(norm1(x)), then "
+                     "x + ff(norm2(x)); the attention's projections and the MLP's layers drawn as boxes", depth=2)
+
+
+def copy_task_model():
+    """The model `make train` trains, at toy size, with its loss on one copy-task example."""
+    task = CopyTask(num_symbols=4, min_len=T // 2)  # 2 symbols, SEP, 2 symbols: T = 4 tokens read
+    idx, targets, _ = task.get_batch(np.random.default_rng(0), 1)  # (1, T) each
+    model = Transformer(TransformerConfig(vocab_size=task.vocab_size, context_length=task.context_length,
+                                          d_model=D, num_layers=2, num_heads=HEADS))
+    tokens = Tensor(idx)
+    with record_modules(model) as rec:
+        logits = model(tokens)  # (1, T, vocab_size)
+    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE_INDEX)
+    logits.name, loss.name = "logits", "loss"
+    return loss, dict(modules=rec, names={"token ids": tokens}, depth=1, hide_shape_ops=True,
+                      title="the copy-task Transformer, one box per module call (2 blocks), and its loss")
+
+
+DIAGRAMS = {"simple_self_attention": simple_self_attention,
+            "scaled_dot_product_attention": scaled_dot_product_attention,
+            "causal_attention": causal_attention,
+            "causal_attention_backward": causal_attention_backward,
+            "multihead_attention_wrapper": multihead_attention_wrapper,
+            "multihead_attention": multihead_attention,
+            "grouped_query_attention": grouped_query_attention,
+            "transformer_block": transformer_block,
+            "copy_task_model": copy_task_model}
+
+
+def main(out_dir):
+    out_dir = Path(out_dir)
+    for name, make in DIAGRAMS.items():
+        manual_seed(0)
+        root, options = make()
+        path = render(root, out_dir / name, **options)
+        print(f"{path}  ({path.stat().st_size / 1024:.1f} KiB)")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1] if len(sys.argv) > 1 else "docs/graphs")
