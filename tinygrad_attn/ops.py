@@ -139,8 +139,8 @@ class MatMul(Function):
         a, b = self.a, self.b
         a2 = a[None, :] if a.ndim == 1 else a  # (1, n): a row vector
         b2 = b[:, None] if b.ndim == 1 else b  # (n, 1): a column vector
-        g2 = g[..., None, :] if a.ndim == 1 else g  # restore the dims that 1-D operands dropped
-        g2 = g2[..., None] if b.ndim == 1 else g2
+        g2 = g[..., None] if b.ndim == 1 else g  # restore the dims that 1-D operands dropped:
+        g2 = g2[..., None, :] if a.ndim == 1 else g2  # b's (last) first, so 1-D @ 1-D works too
         ga = gb = None
         if self.needs_input_grad[0]:
             ga = g2 @ np.swapaxes(b2, -1, -2)

@@ -38,13 +38,17 @@ def default_rng():
 class no_grad(contextlib.ContextDecorator):
     """Inside it no graph is recorded: outputs have requires_grad=False. Context manager or decorator."""
 
+    def __init__(self):
+        self.prev = []  # a stack: a decorated function may call itself, re-entering this same object
+
     def __enter__(self):
         global _grad_enabled
-        self.prev, _grad_enabled = _grad_enabled, False
+        self.prev.append(_grad_enabled)
+        _grad_enabled = False
 
     def __exit__(self, *exc):
         global _grad_enabled
-        _grad_enabled = self.prev
+        _grad_enabled = self.prev.pop()
 
 
 def is_grad_enabled():
@@ -62,7 +66,8 @@ class Function:
         backward(self, grad) -> one gradient per input  (None where no gradient is needed)
 
     Gradients may have the broadcast shape of the output; the engine sums them back to each
-    input's shape. `self.needs_input_grad[i]` says whether input i wants a gradient at all.
+    input's shape (and casts them to its dtype). `self.needs_input_grad[i]` says whether input i
+    wants a gradient at all.
     """
 
     def __init__(self, *parents):
@@ -72,8 +77,8 @@ class Function:
     @classmethod
     def apply(cls, *parents, **options):
         ctx = cls(*parents)
-        data = ctx.forward(*[p.data for p in parents], **options)
-        if _grad_enabled and any(ctx.needs_input_grad):
+        data = np.asarray(ctx.forward(*[p.data for p in parents], **options))  # numpy gives 0-d results as scalars
+        if _grad_enabled and any(ctx.needs_input_grad) and data.dtype.kind == "f":  # x.long() leaves the graph
             return Tensor._make(data, True, ctx)
         return Tensor._make(data, False, None)
 
@@ -272,7 +277,7 @@ class Tensor:
             for p, pg in zip(ctx.parents, input_grads):
                 if pg is None or not p.requires_grad:
                     continue
-                pg = unbroadcast(pg, p.data.shape)
+                pg = unbroadcast(pg, p.data.shape).astype(p.dtype, copy=False)  # a gradient has its tensor's dtype
                 key = id(p)
                 grads[key] = pg if key not in grads else grads[key] + pg
 
@@ -302,6 +307,8 @@ class Tensor:
     def __pow__(self, exponent):
         if isinstance(exponent, Tensor) or not np.isscalar(exponent):
             raise TypeError(f"pow supports a scalar exponent only, got {type(exponent).__name__}")
+        if isinstance(exponent, np.generic):  # a numpy scalar would promote float32 to float64; a Python one does not
+            exponent = exponent.item()
         return ops.Pow.apply(self, exponent=exponent)
 
     add, sub, mul, div, matmul, pow = __add__, __sub__, __mul__, __truediv__, __matmul__, __pow__
