@@ -235,14 +235,14 @@ class GELU(Function):
     C, K = float(np.sqrt(2 / np.pi)), 0.044715
 
     def forward(self, x):
-        self.x = x
-        self.t = np.tanh(self.C * (x + self.K * x ** 3))
+        self.x, self.x2 = x, x * x  # x * x * x, not x ** 3: numpy's float pow is ~50x slower
+        self.t = np.tanh(self.C * x * (1 + self.K * self.x2))
         return 0.5 * x * (1 + self.t)
 
     def backward(self, g):
         # d/dx = 0.5 (1 + t) + 0.5 x (1 - t^2) du/dx,  du/dx = sqrt(2/pi) (1 + 3 * 0.044715 x^2)
         x, t = self.x, self.t
-        du = self.C * (1 + 3 * self.K * x * x)
+        du = self.C * (1 + 3 * self.K * self.x2)
         return (g * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * du),)
 
 
