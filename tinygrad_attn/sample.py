@@ -1,0 +1,53 @@
+"""Ask a trained model to copy: `python -m tinygrad_attn.sample --checkpoint runs/copy "3 1 4 1 5"`.
+
+Loads the run's checkpoint, rebuilds the model from the configuration stored in it, and
+decodes the answer greedily with the KV cache, exactly as the held-out evaluation does.
+"""
+
+import argparse
+import sys
+
+from . import checkpoint
+from .data import CopyTask, format_symbols
+from .nn.transformer import Transformer, TransformerConfig
+from .train import evaluate
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m tinygrad_attn.sample", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--checkpoint", default="runs/copy", help="a run directory, or its checkpoint.npz")
+    parser.add_argument("symbols", nargs="+", help='a sequence of symbols such as "3 1 4 1 5"; give several to '
+                                                   "decode several")
+    args = parser.parse_args(argv)
+    try:
+        model_state, _, meta = checkpoint.load(args.checkpoint)
+    except checkpoint.CheckpointError as e:
+        parser.error(str(e))
+    options, config = meta["options"], TransformerConfig(**meta["model_config"])
+    task = CopyTask(options["num_symbols"], options["min_len"], options["max_len"], options["task"])
+    sequences = []
+    for text in args.symbols:
+        try:
+            symbols = task.parse(text)
+        except ValueError as e:
+            parser.error(str(e))
+        if 2 * len(symbols) + 1 > config.context_length:
+            parser.error(f"{len(symbols)} symbols need a context of {2 * len(symbols) + 1} tokens (prompt and answer), "
+                         f"but this model's is {config.context_length}: at most "
+                         f"{(config.context_length - 1) // 2} symbols")
+        sequences.append(symbols)
+
+    model = Transformer(config)
+    model.load_state_dict(model_state)
+    _, predictions = evaluate(model, task, sequences)
+    for symbols, pred in zip(sequences, predictions):
+        right = (pred == task.answer(symbols)).all()
+        notes = ["held out: never trained on" if task.is_heldout(symbols) else "in the training split"]
+        if not task.min_len <= len(symbols) <= task.max_len:
+            notes.append(f"trained on lengths {task.min_len}..{task.max_len} only")
+        print(f"{format_symbols(symbols)} -> {format_symbols(pred)}  {'✓' if right else '✗'}  ({'; '.join(notes)})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
