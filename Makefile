@@ -41,5 +41,8 @@ train: venv ## train a small transformer on the copy task (about a minute; ARGS=
 graphs: venv graphviz ## draw the computation graphs into docs/graphs/ (SVG, from small attention layers)
 	$(PY) -m tinygrad_attn.viz.gallery docs/graphs
 
+bench: venv ## time training vs PyTorch and numpy, memory, KV-cache decoding; writes docs/performance.md (ARGS="--quick")
+	$(PY) -m benchmarks.bench $(ARGS)
+
 clean: ## remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache *.egg-info
