@@ -3,13 +3,16 @@
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
+import xml.etree.ElementTree as ET
 
 import numpy as np
 import pytest
 
 from tinygrad_attn import Tensor, checkpoint, manual_seed
+from tinygrad_attn import pictures as pictures_cli
 from tinygrad_attn import sample as sample_cli
 from tinygrad_attn import train as train_mod
 from tinygrad_attn.data import CopyTask
@@ -208,3 +211,24 @@ def test_progress_redraws_one_line_on_a_terminal_and_prints_plain_lines_elsewher
     assert "\rstep 2/10  loss 2.2500  held-out exact 50.0%" in tty.getvalue()
     assert tty.getvalue().endswith("\rstep 2/10 evaluated\n")
     assert pipe.getvalue() == "step 2/10 evaluated\n"
+
+
+def test_every_run_ends_with_attention_heatmaps_and_curves(small_run):
+    out, _, text = small_run
+    for name in ("attention.svg", "curves.svg"):
+        assert ET.parse(out / name).getroot().tag == "{http://www.w3.org/2000/svg}svg"
+        assert name in text  # listed with the run directory
+    heatmap = (out / "attention.svg").read_text()
+    assert ">SEP<" in heatmap and "layer" in heatmap.lower()
+
+
+def test_pictures_cli_redraws_any_checkpoint(small_run, tmp_path, capsys):
+    out, _, _ = small_run
+    shutil.copy(out / "checkpoint.npz", tmp_path / "checkpoint.npz")
+    assert pictures_cli.main(["--checkpoint", str(tmp_path), "--example", "1 2 3"]) == 0
+    assert (tmp_path / "attention.svg").exists() and (tmp_path / "curves.svg").exists()
+    assert "wrote" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        pictures_cli.main(["--checkpoint", str(tmp_path), "--example", "1 2 99"])  # not a symbol
+    with pytest.raises(SystemExit):
+        pictures_cli.main(["--checkpoint", str(tmp_path / "missing")])

@@ -9,6 +9,8 @@ The run directory (--out, default runs/<task>) holds
     checkpoint.npz   weights, optimizer state, step, RNG states, history (see checkpoint.py)
     config.json      the options of the run, and the model configuration
     history.json     training loss per step; held-out accuracy per evaluation
+    attention.svg    at the end: attention heatmaps, every layer and head, on a held-out example
+    curves.svg       at the end: loss and held-out accuracy curves (see pictures.py)
 The checkpoint is replaced atomically at every evaluation, so Ctrl-C leaves the last one
 intact, and --resume continues from it with the same batches, dropout masks and losses
 as a run that was never interrupted.
@@ -28,6 +30,7 @@ from .data import FIRST_SYMBOL, IGNORE_INDEX, TASKS, CopyTask, decode_answer, fo
 from .nn import functional as F
 from .nn.transformer import Transformer, TransformerConfig
 from .optim import AdamW, clip_grad_norm_, warmup_cosine
+from .pictures import write_pictures
 from .tensor import Tensor, default_rng, manual_seed
 
 # Options that may differ between a run and its --resume: where it lives, and the flag itself.
@@ -303,6 +306,7 @@ def train(args, argv=(), stream=None):
     print(f"\nfinal: step {step}/{args.steps}, loss {last_loss:.4f} (mean of the last {args.eval_every} steps), "
           f"held-out exact match {metrics['exact_match']:.1%} of {len(heldout)}, per-token "
           f"{metrics['token_accuracy']:.1%}, {elapsed:.1f} s", file=stream)
+    write_pictures(args.out, model, task, history, heldout[0])
     print(f"run directory {args.out}:", file=stream)
     for name in sorted(os.listdir(args.out)):
         print(f"  {name:<15} {os.path.getsize(os.path.join(args.out, name)) / 1024:7.1f} kB", file=stream)
