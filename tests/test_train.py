@@ -43,7 +43,7 @@ def test_small_mha_model_learns_to_copy_held_out_sequences(small_run):
     assert result["exact_match"] == 1.0 and result["token_accuracy"] == 1.0
     assert result["step"] < STEP_BOUND  # stopped early, at the first evaluation with 100%
     assert "✓" in text and "✗" not in text
-    assert sorted(os.listdir(out)) == ["checkpoint.npz", "config.json", "history.json"]
+    assert sorted(os.listdir(out)) == ["attention.svg", "checkpoint.npz", "config.json", "curves.svg", "history.json"]
     history = json.loads((out / "history.json").read_text())
     assert history["eval"]["exact_match"][-1] == 1.0 and len(history["train"]["loss"]) == result["step"]
     assert history["train"]["loss"][-1] < history["train"]["loss"][0] / 5

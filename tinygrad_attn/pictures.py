@@ -15,8 +15,7 @@ import sys
 import numpy as np
 
 from . import checkpoint
-from .data import FIRST_SYMBOL, PAD, SEP, CopyTask
-from .nn.transformer import Transformer, TransformerConfig
+from .data import FIRST_SYMBOL, PAD, SEP
 from .tensor import Tensor, no_grad
 from .viz import attention_heatmaps_svg, training_curves_svg
 
@@ -54,13 +53,9 @@ def main(argv=None):
                                                          "(default: a seeded random held-out sequence)")
     args = parser.parse_args(argv)
     try:
-        model_state, _, meta = checkpoint.load(args.checkpoint)
+        model, task, meta = checkpoint.load_run(args.checkpoint)
     except checkpoint.CheckpointError as e:
         parser.error(str(e))
-    options = meta["options"]
-    task = CopyTask(options["num_symbols"], options["min_len"], options["max_len"], options["task"])
-    model = Transformer(TransformerConfig(**meta["model_config"]))
-    model.load_state_dict(model_state)
     try:
         symbols = task.parse(args.example) if args.example else task.sample(np.random.default_rng(0), 1, "heldout")[0]
     except ValueError as e:

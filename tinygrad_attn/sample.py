@@ -8,8 +8,7 @@ import argparse
 import sys
 
 from . import checkpoint
-from .data import CopyTask, format_symbols
-from .nn.transformer import Transformer, TransformerConfig
+from .data import format_symbols
 from .train import evaluate
 
 
@@ -20,11 +19,10 @@ def main(argv=None):
                                                    "decode several")
     args = parser.parse_args(argv)
     try:
-        model_state, _, meta = checkpoint.load(args.checkpoint)
+        model, task, _ = checkpoint.load_run(args.checkpoint)
     except checkpoint.CheckpointError as e:
         parser.error(str(e))
-    options, config = meta["options"], TransformerConfig(**meta["model_config"])
-    task = CopyTask(options["num_symbols"], options["min_len"], options["max_len"], options["task"])
+    config = model.cfg
     sequences = []
     for text in args.symbols:
         try:
@@ -37,8 +35,6 @@ def main(argv=None):
                          f"{(config.context_length - 1) // 2} symbols")
         sequences.append(symbols)
 
-    model = Transformer(config)
-    model.load_state_dict(model_state)
     _, predictions = evaluate(model, task, sequences)
     for symbols, pred in zip(sequences, predictions):
         right = (pred == task.answer(symbols)).all()
