@@ -82,6 +82,9 @@ def test_parse_and_format():
         task.parse("3 12 4")
     with pytest.raises(ValueError, match="integers"):
         task.parse("3 x")
+    assert task.parse("1 2 3", context_length=7).tolist() == [1, 2, 3]  # 2 * 3 + 1 = 7 tokens fit
+    with pytest.raises(ValueError, match="4 symbols need a context of 9 tokens.*is 7: at most 3 symbols"):
+        task.parse("1 2 3 4", context_length=7)
     assert format_symbols([3, 1, 4]) == "3 1 4" and format_symbols([2, -1]) == "2 ?"
     assert decode_answer(np.array([5, 3, SEP, 9]), 3).tolist() == [3, 1, -1]
 

@@ -139,8 +139,12 @@ class CopyTask:
             mask[b, P - len(symbols) - 1:] = 1
         return idx, mask
 
-    def parse(self, text):
-        """Symbols from a string like "3 1 4 1 5"; ValueError naming the symbol outside 0..num_symbols-1."""
+    def parse(self, text, context_length=None):
+        """Symbols from a string like "3 1 4 1 5".
+
+        ValueError naming the symbol outside 0..num_symbols-1, or, given a model's
+        context_length, the length whose prompt and answer (2 * length + 1 tokens) do not fit.
+        """
         try:
             symbols = np.array([int(tok) for tok in text.replace(",", " ").split()], dtype=np.int64)
         except ValueError:
@@ -150,6 +154,10 @@ class CopyTask:
         bad = symbols[(symbols < 0) | (symbols >= self.num_symbols)]
         if bad.size:
             raise ValueError(f"symbol {bad[0]} is outside the vocabulary: symbols are 0..{self.num_symbols - 1}")
+        if context_length is not None and 2 * symbols.size + 1 > context_length:
+            raise ValueError(f"{symbols.size} symbols need a context of {2 * symbols.size + 1} tokens (prompt and "
+                             f"answer), but this model's is {context_length}: at most {(context_length - 1) // 2} "
+                             "symbols")
         return symbols
 
 

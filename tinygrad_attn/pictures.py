@@ -57,12 +57,10 @@ def main(argv=None):
     except checkpoint.CheckpointError as e:
         parser.error(str(e))
     try:
-        symbols = task.parse(args.example) if args.example else task.sample(np.random.default_rng(0), 1, "heldout")[0]
+        symbols = (task.parse(args.example, model.cfg.context_length) if args.example
+                   else task.sample(np.random.default_rng(0), 1, "heldout")[0])
     except ValueError as e:
         parser.error(str(e))
-    if 2 * len(symbols) + 1 > model.cfg.context_length:
-        parser.error(f"{len(symbols)} symbols need a context of {2 * len(symbols) + 1} tokens, but this model's "
-                     f"is {model.cfg.context_length}")
     out_dir = args.checkpoint if os.path.isdir(args.checkpoint) else os.path.dirname(args.checkpoint) or "."
     for path in write_pictures(out_dir, model, task, meta["history"], symbols):
         print(f"wrote {path}")

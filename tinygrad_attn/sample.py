@@ -22,18 +22,12 @@ def main(argv=None):
         model, task, _ = checkpoint.load_run(args.checkpoint)
     except checkpoint.CheckpointError as e:
         parser.error(str(e))
-    config = model.cfg
     sequences = []
     for text in args.symbols:
         try:
-            symbols = task.parse(text)
+            sequences.append(task.parse(text, model.cfg.context_length))
         except ValueError as e:
             parser.error(str(e))
-        if 2 * len(symbols) + 1 > config.context_length:
-            parser.error(f"{len(symbols)} symbols need a context of {2 * len(symbols) + 1} tokens (prompt and answer), "
-                         f"but this model's is {config.context_length}: at most "
-                         f"{(config.context_length - 1) // 2} symbols")
-        sequences.append(symbols)
 
     _, predictions = evaluate(model, task, sequences)
     for symbols, pred in zip(sequences, predictions):
