@@ -20,6 +20,7 @@ import numpy as np
 
 float32, float64, int64, bool_ = np.dtype("float32"), np.dtype("float64"), np.dtype("int64"), np.dtype("bool")
 
+
 def _keep_freed_memory():
     """Ask glibc's malloc to reuse freed blocks instead of handing them back to the kernel.
 

@@ -260,9 +260,11 @@ def train(args, argv=(), stream=None):
     progress = Progress(stream, args.steps, step)
     started = time.perf_counter()
 
+    last_eval = None  # (metrics, predictions) of the latest evaluation, reused for the final report
+
     def evaluate_and_save():
-        nonlocal done, saved_step
-        metrics, _ = evaluate(model, task, heldout)
+        nonlocal done, saved_step, last_eval
+        last_eval = metrics, _ = evaluate(model, task, heldout)
         for key, value in (("step", step), *metrics.items()):
             history["eval"][key].append(value)
         done = metrics["exact_match"] == 1.0 or step >= args.steps
@@ -297,7 +299,8 @@ def train(args, argv=(), stream=None):
         raise
 
     elapsed = time.perf_counter() - started
-    metrics, predictions = evaluate(model, task, heldout)
+    # The loop ends only at an evaluation, so decode again only for a resumed run that was already done.
+    metrics, predictions = last_eval or evaluate(model, task, heldout)
     print(f"\nheld-out examples ({args.task}):", file=stream)
     for symbols, pred in list(zip(heldout, predictions))[:5]:
         mark = "✓" if np.array_equal(pred, task.answer(symbols)) else "✗"
