@@ -10,84 +10,6 @@ import numpy as np
 from .tensor import Function
 
 # ---------------------------------------------------------------------------------------
-# Checks shared by the Tensor methods, raising where the mistake is made.
-# ---------------------------------------------------------------------------------------
-
-
-def norm_dim(dim, ndim):
-    """A dim in [-ndim, ndim) as a non-negative int."""
-    if not -max(ndim, 1) <= dim < max(ndim, 1):
-        raise ValueError(f"dim {dim} is out of range for a tensor with {ndim} dims (expected [{-ndim}, {ndim - 1}])")
-    return dim % max(ndim, 1)
-
-
-def norm_dims(dim, ndim):
-    """None (all dims), an int or a tuple of ints, as a sorted tuple of non-negative dims."""
-    if dim is None:
-        return None
-    dims = (dim,) if isinstance(dim, int) else tuple(dim)
-    return tuple(sorted(norm_dim(d, ndim) for d in dims))
-
-
-def broadcast_shape(s1, s2, op):
-    try:
-        return np.broadcast_shapes(s1, s2)
-    except ValueError:
-        raise ValueError(f"{op}: shapes {s1} and {s2} do not broadcast") from None
-
-
-def check_reshape(shape, new):
-    new = tuple(int(n) for n in new)
-    size = int(np.prod(shape))
-    known = int(np.prod([n for n in new if n != -1]))
-    if new.count(-1) > 1 or (-1 in new and (known == 0 or size % known)) or (-1 not in new and known != size):
-        raise ValueError(f"cannot reshape a tensor of shape {shape} ({size} elements) into {new}")
-    return tuple(size // known if n == -1 else n for n in new)
-
-
-def check_expand(shape, new):
-    new = tuple(int(n) for n in new)
-    lead = len(new) - len(shape)
-    out = new[:lead] + tuple(old if n == -1 else n for old, n in zip(shape, new[lead:]))
-    if lead < 0 or any(old not in (1, n) for old, n in zip(shape, out[lead:])) or any(n < 0 for n in out):
-        raise ValueError(f"cannot expand a tensor of shape {shape} to {new}: each dim must match or be 1")
-    return out
-
-
-def unwrap_index(index):
-    """Tensors and lists inside an index become numpy arrays."""
-    if isinstance(index, tuple):
-        return tuple(unwrap_index(i) for i in index)
-    if hasattr(index, "data") and isinstance(index.data, np.ndarray):  # a Tensor
-        return index.data
-    return np.asarray(index) if isinstance(index, list) else index
-
-
-def binary(cls, a, b):
-    """Apply an elementwise binary op, naming both shapes if they do not broadcast."""
-    if a.shape != b.shape:
-        broadcast_shape(a.shape, b.shape, cls.__name__.lower())
-    return cls.apply(a, b)
-
-
-def matmul(a, b):
-    if a.ndim == 0 or b.ndim == 0:
-        raise ValueError(f"matmul needs operands with at least 1 dim, got shapes {a.shape} and {b.shape}")
-    k_b = b.shape[0] if b.ndim == 1 else b.shape[-2]
-    if a.shape[-1] != k_b:
-        raise ValueError(f"matmul: inner dimensions differ, {a.shape} @ {b.shape} ({a.shape[-1]} != {k_b})")
-    broadcast_shape(a.shape[:-2], b.shape[:-2], "matmul (batch dims)")
-    return MatMul.apply(a, b)
-
-
-def _expand_reduced(grad, shape, dim, keepdim):
-    """Put back the dims a reduction removed, so grad broadcasts against the input."""
-    if not keepdim:
-        grad = np.expand_dims(grad, tuple(range(len(shape))) if dim is None else dim)
-    return grad
-
-
-# ---------------------------------------------------------------------------------------
 # Elementwise binary ops (inputs may broadcast; the engine undoes it)
 # ---------------------------------------------------------------------------------------
 
@@ -285,6 +207,13 @@ class Cast(Function):
 # Reductions
 # ---------------------------------------------------------------------------------------
 
+def _expand_reduced(grad, shape, dim, keepdim):
+    """Put back the dims a reduction removed, so grad broadcasts against the input."""
+    if not keepdim:
+        grad = np.expand_dims(grad, tuple(range(len(shape))) if dim is None else dim)
+    return grad
+
+
 class Sum(Function):
     def forward(self, x, dim, keepdim):
         self.shape, self.dim, self.keepdim = x.shape, dim, keepdim
@@ -467,6 +396,8 @@ class Dropout(Function):
 # ---------------------------------------------------------------------------------------
 
 class Reshape(Function):
+    is_view = True
+
     def forward(self, x, shape):
         self.in_shape = x.shape
         return x.reshape(shape)
@@ -476,6 +407,8 @@ class Reshape(Function):
 
 
 class Permute(Function):
+    is_view = True
+
     def forward(self, x, dims):
         self.inverse = tuple(np.argsort(dims))
         return x.transpose(dims)
@@ -485,6 +418,8 @@ class Permute(Function):
 
 
 class Expand(Function):
+    is_view = True
+
     def forward(self, x, shape):
         return np.broadcast_to(x, shape)
 
@@ -499,6 +434,7 @@ class Index(Function):
         self.shape, self.index = x.shape, index
         parts = index if isinstance(index, tuple) else (index,)
         self.advanced = any(isinstance(i, np.ndarray) for i in parts)
+        self.is_view = not self.advanced  # basic slicing moves no number; an index array gathers
         return x[index]
 
     def backward(self, g):

@@ -12,36 +12,10 @@ The engine knows nothing of layers, training or drawing.
 """
 
 import contextlib
-import ctypes
-import os
-import sys
 
 import numpy as np
 
 float32, float64, int64, bool_ = np.dtype("float32"), np.dtype("float64"), np.dtype("int64"), np.dtype("bool")
-
-
-def _keep_freed_memory():
-    """Ask glibc's malloc to reuse freed blocks instead of handing them back to the kernel.
-
-    Every op allocates fresh numpy temporaries of the same few sizes. By default glibc unmaps
-    each freed block over 128 KiB, so the next allocation of it page-faults in zeroed pages,
-    and elementwise ops spend most of their time there: on a (64, 16, 256) float32 GELU,
-    1.9 ms of page faults for 0.15 ms of arithmetic (measured on the 2-core VM we develop on).
-    PyTorch's caching allocator avoids the same cost. Set TINYGRAD_ATTN_MALLOC=default to opt out.
-    """
-    if not sys.platform.startswith("linux") or os.environ.get("TINYGRAD_ATTN_MALLOC") == "default":
-        return
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
-        libc.mallopt(M_MMAP_THRESHOLD, 32 << 20)  # blocks up to 32 MiB (glibc's maximum) come from the heap
-        libc.mallopt(M_TRIM_THRESHOLD, 256 << 20)  # and the heap is trimmed only past 256 MiB of free top
-    except (OSError, AttributeError):  # not glibc (musl, ...): keep its defaults
-        pass
-
-
-_keep_freed_memory()
 
 # ---------------------------------------------------------------------------------------
 # Global state: whether graphs are recorded, and the one random generator.
@@ -94,16 +68,21 @@ class Function:
 
     Gradients may have the broadcast shape of the output; the engine sums them back to each
     input's shape (and casts them to its dtype). `self.needs_input_grad[i]` says whether input i
-    wants a gradient at all.
+    wants a gradient at all; an op checks it where computing that gradient costs an array pass.
+    `self.options` keeps the keyword options of forward (dim=, mask=, ...), and an op whose
+    output is a view of its input, moving no number, sets `is_view` (the drawing can fold it).
     """
 
-    def __init__(self, *parents):
+    is_view = False
+
+    def __init__(self, *parents, **options):
         self.parents = parents
+        self.options = options  # what forward was called with besides the inputs: the drawing shows them
         self.needs_input_grad = tuple(p.requires_grad for p in parents)
 
     @classmethod
     def apply(cls, *parents, **options):
-        ctx = cls(*parents)
+        ctx = cls(*parents, **options)
         data = np.asarray(ctx.forward(*[p.data for p in parents], **options))  # numpy gives 0-d results as scalars
         if _grad_enabled and any(ctx.needs_input_grad) and data.dtype.kind == "f":  # x.long() leaves the graph
             return Tensor._make(data, True, ctx)
@@ -120,7 +99,7 @@ class _Freed(Function):
     """Stands where a Function was, after backward() freed the graph (retain_graph=False)."""
 
     def __init__(self):
-        self.parents, self.needs_input_grad = (), ()
+        self.parents, self.options, self.needs_input_grad = (), {}, ()
 
 
 _FREED = _Freed()
@@ -325,16 +304,28 @@ class Tensor:
         dtype = self.dtype if self.dtype.kind == "f" or isinstance(x, (int, bool)) else None
         return Tensor(x, dtype=dtype)
 
-    def __add__(self, other): return ops.binary(ops.Add, self, self._const(other))
-    def __radd__(self, other): return ops.binary(ops.Add, self._const(other), self)
-    def __sub__(self, other): return ops.binary(ops.Sub, self, self._const(other))
-    def __rsub__(self, other): return ops.binary(ops.Sub, self._const(other), self)
-    def __mul__(self, other): return ops.binary(ops.Mul, self, self._const(other))
-    def __rmul__(self, other): return ops.binary(ops.Mul, self._const(other), self)
-    def __truediv__(self, other): return ops.binary(ops.Div, self, self._const(other))
-    def __rtruediv__(self, other): return ops.binary(ops.Div, self._const(other), self)
-    def __matmul__(self, other): return ops.matmul(self, self._const(other))
-    def __rmatmul__(self, other): return ops.matmul(self._const(other), self)
+    @staticmethod
+    def _binary(op, a, b):
+        """Apply an elementwise binary op, naming both shapes if they do not broadcast."""
+        if a.shape != b.shape:
+            shapes.broadcast_shape(a.shape, b.shape, op.__name__.lower())
+        return op.apply(a, b)
+
+    @staticmethod
+    def _matmul(a, b):
+        shapes.check_matmul(a, b)
+        return ops.MatMul.apply(a, b)
+
+    def __add__(self, other): return self._binary(ops.Add, self, self._const(other))
+    def __radd__(self, other): return self._binary(ops.Add, self._const(other), self)
+    def __sub__(self, other): return self._binary(ops.Sub, self, self._const(other))
+    def __rsub__(self, other): return self._binary(ops.Sub, self._const(other), self)
+    def __mul__(self, other): return self._binary(ops.Mul, self, self._const(other))
+    def __rmul__(self, other): return self._binary(ops.Mul, self._const(other), self)
+    def __truediv__(self, other): return self._binary(ops.Div, self, self._const(other))
+    def __rtruediv__(self, other): return self._binary(ops.Div, self._const(other), self)
+    def __matmul__(self, other): return self._matmul(self, self._const(other))
+    def __rmatmul__(self, other): return self._matmul(self._const(other), self)
     def __neg__(self): return ops.Neg.apply(self)
 
     def __pow__(self, exponent):
@@ -374,16 +365,16 @@ class Tensor:
         return ops.GELU.apply(self)
 
     # ----- reductions (dim=None reduces everything; negative dims count from the end) -----
-    def sum(self, dim=None, keepdim=False): return ops.Sum.apply(self, dim=ops.norm_dims(dim, self.ndim), keepdim=keepdim)
-    def mean(self, dim=None, keepdim=False): return ops.Mean.apply(self, dim=ops.norm_dims(dim, self.ndim), keepdim=keepdim)
+    def sum(self, dim=None, keepdim=False): return ops.Sum.apply(self, dim=shapes.norm_dims(dim, self.ndim), keepdim=keepdim)
+    def mean(self, dim=None, keepdim=False): return ops.Mean.apply(self, dim=shapes.norm_dims(dim, self.ndim), keepdim=keepdim)
 
     def var(self, dim=None, keepdim=False, correction=1):
         """Variance; correction=1 (Bessel, PyTorch's default) or 0 (biased, as layer norm uses)."""
-        return ops.Var.apply(self, dim=ops.norm_dims(dim, self.ndim), keepdim=keepdim, correction=correction)
+        return ops.Var.apply(self, dim=shapes.norm_dims(dim, self.ndim), keepdim=keepdim, correction=correction)
 
     def max(self, dim=None, keepdim=False):
         """Largest value (like torch.amax). Ties share the gradient equally."""
-        return ops.Max.apply(self, dim=ops.norm_dims(dim, self.ndim), keepdim=keepdim)
+        return ops.Max.apply(self, dim=shapes.norm_dims(dim, self.ndim), keepdim=keepdim)
 
     def argmax(self, dim=None, keepdim=False):
         out = np.argmax(self.data, axis=dim, keepdims=keepdim)
@@ -391,26 +382,26 @@ class Tensor:
 
     def softmax(self, dim):
         """exp(x) / sum(exp(x)) along dim, max-subtracted. A row that is entirely -inf gives zeros."""
-        return ops.Softmax.apply(self, dim=ops.norm_dim(dim, self.ndim))
+        return ops.Softmax.apply(self, dim=shapes.norm_dim(dim, self.ndim))
 
     def log_softmax(self, dim):
         """x - logsumexp(x) along dim, max-subtracted. A row that is entirely -inf stays -inf."""
-        return ops.LogSoftmax.apply(self, dim=ops.norm_dim(dim, self.ndim))
+        return ops.LogSoftmax.apply(self, dim=shapes.norm_dim(dim, self.ndim))
 
     # ----- shape ops -----
     def reshape(self, *shape):
         shape = shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
-        return ops.Reshape.apply(self, shape=ops.check_reshape(self.shape, shape))
+        return ops.Reshape.apply(self, shape=shapes.check_reshape(self.shape, shape))
 
     view = reshape
 
     def flatten(self, start_dim=0, end_dim=-1):
-        s, e = ops.norm_dim(start_dim, self.ndim), ops.norm_dim(end_dim, self.ndim)
+        s, e = shapes.norm_dim(start_dim, self.ndim), shapes.norm_dim(end_dim, self.ndim)
         return self.reshape(self.shape[:s] + (-1,) + self.shape[e + 1:])
 
     def transpose(self, dim0, dim1):
         perm = list(range(self.ndim))
-        d0, d1 = ops.norm_dim(dim0, self.ndim), ops.norm_dim(dim1, self.ndim)
+        d0, d1 = shapes.norm_dim(dim0, self.ndim), shapes.norm_dim(dim1, self.ndim)
         perm[d0], perm[d1] = perm[d1], perm[d0]
         return ops.Permute.apply(self, dims=tuple(perm))
 
@@ -420,7 +411,7 @@ class Tensor:
 
     def permute(self, *dims):
         dims = dims[0] if len(dims) == 1 and isinstance(dims[0], (tuple, list)) else dims
-        dims = tuple(ops.norm_dim(d, self.ndim) for d in dims)
+        dims = tuple(shapes.norm_dim(d, self.ndim) for d in dims)
         if sorted(dims) != list(range(self.ndim)):
             raise ValueError(f"permute needs a permutation of {self.ndim} dims, got {dims}")
         return ops.Permute.apply(self, dims=dims)
@@ -428,34 +419,34 @@ class Tensor:
     def expand(self, *shape):
         """Broadcast to `shape` without copying; -1 keeps a dimension."""
         shape = shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
-        return ops.Expand.apply(self, shape=ops.check_expand(self.shape, shape))
+        return ops.Expand.apply(self, shape=shapes.check_expand(self.shape, shape))
 
     def unsqueeze(self, dim):
-        d = ops.norm_dim(dim, self.ndim + 1)
+        d = shapes.norm_dim(dim, self.ndim + 1)
         return ops.Reshape.apply(self, shape=self.shape[:d] + (1,) + self.shape[d:])
 
     def squeeze(self, dim=None):
         if dim is None:
             shape = tuple(n for n in self.shape if n != 1)
         else:
-            d = ops.norm_dim(dim, self.ndim)
+            d = shapes.norm_dim(dim, self.ndim)
             shape = self.shape[:d] + self.shape[d + 1:] if self.shape[d] == 1 else self.shape
         return ops.Reshape.apply(self, shape=shape)
 
     def repeat_interleave(self, repeats, dim):
         """Repeat each slice along dim `repeats` times in place: [a, b] -> [a, a, b, b]."""
-        d = ops.norm_dim(dim, self.ndim)
+        d = shapes.norm_dim(dim, self.ndim)
         x = self.unsqueeze(d + 1)  # (..., n, 1, ...)
         x = x.expand(self.shape[:d + 1] + (repeats,) + self.shape[d + 1:])  # (..., n, repeats, ...)
         return x.reshape(self.shape[:d] + (self.shape[d] * repeats,) + self.shape[d + 1:])  # (..., n*repeats, ...)
 
     def __getitem__(self, index):
         """Slices, ints, None, Ellipsis, integer or boolean arrays; repeated indices accumulate."""
-        return ops.Index.apply(self, index=ops.unwrap_index(index))
+        return ops.Index.apply(self, index=shapes.unwrap_index(index))
 
     def split(self, split_size_or_sections, dim=0):
         """Pieces of size `split_size` (the last may be smaller), or of the listed sizes."""
-        d = ops.norm_dim(dim, self.ndim)
+        d = shapes.norm_dim(dim, self.ndim)
         n = self.shape[d]
         if isinstance(split_size_or_sections, int):
             if split_size_or_sections <= 0:
@@ -473,7 +464,7 @@ class Tensor:
         return pieces
 
     def chunk(self, chunks, dim=0):
-        n = self.shape[ops.norm_dim(dim, self.ndim)]
+        n = self.shape[shapes.norm_dim(dim, self.ndim)]
         return self.split(-(-n // chunks), dim)
 
     # ----- selection -----
@@ -482,7 +473,7 @@ class Tensor:
         mask = mask.data if isinstance(mask, Tensor) else np.asarray(mask)
         if mask.dtype != bool_:
             raise TypeError(f"masked_fill needs a boolean mask, got dtype {mask.dtype}")
-        if ops.broadcast_shape(mask.shape, self.shape, "masked_fill") != self.shape:
+        if shapes.broadcast_shape(mask.shape, self.shape, "masked_fill") != self.shape:
             raise ValueError(f"masked_fill mask of shape {mask.shape} does not broadcast to tensor shape {self.shape}")
         return ops.MaskedFill.apply(self, mask=mask, value=value)
 
@@ -554,22 +545,12 @@ def triu(x, diagonal=0):
     return Tensor(np.triu(x.data if isinstance(x, Tensor) else np.asarray(x), diagonal))
 
 
-def causal_mask(T_q, T_k=None):
-    """(T_q, T_k) boolean mask, True where query i may attend to key j.
-
-    Queries are the *last* T_q positions of the T_k keys (as in decoding with a cache), so
-    query i sits at absolute position T_k - T_q + i and sees keys j <= that position.
-    """
-    T_k = T_q if T_k is None else T_k
-    return Tensor(np.tri(T_q, T_k, T_k - T_q, dtype=bool))
-
-
 def cat(tensors, dim=0):
     """Join tensors along an existing dim."""
     tensors = list(tensors)
     if not tensors:
         raise ValueError("cat needs at least one tensor")
-    d = ops.norm_dim(dim, tensors[0].ndim)
+    d = shapes.norm_dim(dim, tensors[0].ndim)
     for t in tensors[1:]:
         if t.ndim != tensors[0].ndim or t.shape[:d] + t.shape[d + 1:] != tensors[0].shape[:d] + tensors[0].shape[d + 1:]:
             raise ValueError(f"cat along dim {dim}: shapes {[x.shape for x in tensors]} differ outside that dim")
@@ -581,7 +562,7 @@ def stack(tensors, dim=0):
     tensors = list(tensors)
     if not tensors or any(t.shape != tensors[0].shape for t in tensors):
         raise ValueError(f"stack needs tensors of one shape, got {[t.shape for t in tensors]}")
-    d = ops.norm_dim(dim, tensors[0].ndim + 1)
+    d = shapes.norm_dim(dim, tensors[0].ndim + 1)
     return cat([t.unsqueeze(d) for t in tensors], dim=d)
 
 
@@ -592,8 +573,8 @@ def where(condition, x, y):
         raise TypeError(f"where needs a boolean condition, got dtype {cond.dtype}")
     ref = x if isinstance(x, Tensor) else y if isinstance(y, Tensor) else Tensor(x)
     x, y = ref._const(x), ref._const(y)
-    ops.broadcast_shape(ops.broadcast_shape(cond.shape, x.shape, "where"), y.shape, "where")
+    shapes.broadcast_shape(shapes.broadcast_shape(cond.shape, x.shape, "where"), y.shape, "where")
     return ops.Where.apply(x, y, cond=cond)
 
 
-from . import ops  # noqa: E402  (ops subclasses Function, defined above)
+from . import ops, shapes  # noqa: E402  (ops subclasses Function, defined above)
