@@ -103,7 +103,7 @@ def task_of(cfg):
 def model_config(cfg):
     task = task_of(cfg)
     return TransformerConfig(vocab_size=task.vocab_size, context_length=task.context_length, d_model=cfg["d_model"],
-                             num_layers=cfg["num_layers"], num_heads=cfg["num_heads"], attention=cfg["attention"],
+                             num_layers=cfg["num_layers"], num_heads=cfg["num_heads"],
                              num_kv_heads=cfg["num_kv_heads"])
 
 

@@ -5,6 +5,11 @@ import numpy as np
 from tinygrad_attn import Tensor, gradcheck
 
 
+def kv_heads_of(kind, num_kv_heads=None, num_heads=4):
+    """The num_kv_heads an attention kind means: mha one per query head, mqa one, gqa the number given."""
+    return {"mha": num_heads, "mqa": 1}.get(kind, num_kv_heads)
+
+
 def to_float64(module):
     """Cast a module's parameters to float64 in place (finite differences need it), and return it."""
     for p in module.parameters():

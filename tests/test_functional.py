@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from tinygrad_attn import Tensor, causal_mask, gradcheck, manual_seed
+from tinygrad_attn import Tensor, gradcheck, manual_seed
 from tinygrad_attn.nn import functional as F
 
 
@@ -215,7 +215,7 @@ def test_sdpa_is_causal_aligns_top_left_and_causal_mask_bottom_right():
     # query 0 sees key 0 only: its output is exactly value row 0
     np.testing.assert_allclose(top_left.data[..., 0, :], v.data[..., 0, :], rtol=1e-6)
     # causal_mask(L, S) puts the queries at the last positions: the last query sees every key
-    bottom_right = F.scaled_dot_product_attention(q, k, v, attn_mask=causal_mask(2, 4))
+    bottom_right = F.scaled_dot_product_attention(q, k, v, attn_mask=F.causal_mask(2, 4))
     full = F.scaled_dot_product_attention(q, k, v)
     np.testing.assert_allclose(bottom_right.data[..., -1, :], full.data[..., -1, :], rtol=1e-6)
     assert not np.allclose(bottom_right.data[..., 0, :], top_left.data[..., 0, :])

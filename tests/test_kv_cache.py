@@ -8,7 +8,7 @@ import pytest
 from tinygrad_attn import Tensor, manual_seed
 from tinygrad_attn.nn import GroupedQueryAttention, MultiHeadAttention, Transformer, TransformerConfig
 
-from attention_testing import left_padded, randn, to_float64
+from attention_testing import kv_heads_of, left_padded, randn, to_float64
 
 KINDS = [("mha", None), ("gqa", 2), ("mqa", None)]
 CHUNKS = [3, 1, 2, 1]  # prefill 3 tokens, then 1, 2 and 1 per call
@@ -27,7 +27,7 @@ def attention_layer(kind, rope, d=8, num_heads=4, context_length=8):
 def model(kind, num_kv_heads, positions, context_length=12, dropout=0.0):
     manual_seed(1)
     cfg = TransformerConfig(vocab_size=11, context_length=context_length, d_model=8, num_layers=2, num_heads=4,
-                            attention=kind, num_kv_heads=num_kv_heads, positions=positions, dropout=dropout)
+                            num_kv_heads=kv_heads_of(kind, num_kv_heads), positions=positions, dropout=dropout)
     return to_float64(Transformer(cfg)).eval()
 
 
@@ -181,7 +181,8 @@ def test_generation_of_a_left_padded_batch_equals_each_prompt_alone(positions, u
 def test_model_cache_past_context_length_is_an_error():
     m = model("mha", None, "learned", context_length=6)
     m(Tensor(np.zeros((1, 4), dtype=np.int64)), use_cache=True)
-    with pytest.raises(ValueError, match=r"3 tokens after the 4 in the KV cache exceed context_length=6"):
+    with pytest.raises(ValueError, match=r"3 new tokens after the 4 in the KV cache would make 7, more than "
+                                         r"context_length=6; call reset_cache"):
         m(Tensor(np.zeros((1, 3), dtype=np.int64)), use_cache=True)
     with pytest.raises(ValueError, match=r"a prompt of 4 tokens plus max_new_tokens=3 exceeds context_length=6"):
         m.generate(Tensor(np.zeros((1, 4), dtype=np.int64)), 3, use_cache=True)

@@ -21,65 +21,31 @@ What every layer adds to the book's version, the same way:
 
 import numpy as np
 
-from ..tensor import Tensor, cat, default_rng, triu
+from ..tensor import cat, default_rng
 from .layers import Dropout, Linear
+from .masks import causal_blocked, mask_scores, padding_mask
 from .module import Module, ModuleList, Parameter
 from .rope import RotaryEmbedding
 
 
-def _check_input(layer, x, ranks=(3,), context_length=None, past=0):
-    """Raise a ValueError naming the shapes unless x is (batch, num_tokens, d_in) (or another listed rank)."""
+def check_input(layer, x, ranks=(3,), past=0):
+    """Raise a ValueError naming the shapes unless x is (batch, num_tokens, d_in) (or another listed
+    rank) and, for a layer with a context_length, its tokens after the `past` cached ones fit in it."""
     name = type(layer).__name__
     if x.ndim not in ranks or x.shape[-1] != layer.d_in:
         layouts = {2: "(num_tokens, d_in)", 3: "(batch, num_tokens, d_in)"}
         expected = " or ".join(layouts[r] for r in ranks)
         raise ValueError(f"{name} expects input {expected} with d_in={layer.d_in}, got shape {tuple(x.shape)}")
-    num_tokens = x.shape[-2]
+    check_fits(name, x.shape[-2], past, getattr(layer, "context_length", None))
+
+
+def check_fits(name, num_tokens, past, context_length):
+    """Raise a ValueError unless `num_tokens` new tokens after `past` cached ones fit in context_length."""
     if context_length is not None and past + num_tokens > context_length:
         if past:
             raise ValueError(f"{name}: {num_tokens} new tokens after the {past} in the KV cache would make "
                              f"{past + num_tokens}, more than context_length={context_length}; call reset_cache()")
         raise ValueError(f"{name}: {num_tokens} tokens exceed context_length={context_length}")
-
-
-def padding_mask(attention_mask, shape):
-    """The padding mask as a boolean numpy array of `shape`, True at padding; None if nothing is padding.
-
-    attention_mask: a Tensor or array of 1 (real token) and 0 (padding), or None.
-    """
-    if attention_mask is None:
-        return None
-    mask = np.asarray(attention_mask.data if isinstance(attention_mask, Tensor) else attention_mask)
-    if mask.shape != tuple(shape):
-        raise ValueError(f"attention_mask must have the input's shape without its last dim, {tuple(shape)}, "
-                         f"got {mask.shape}")
-    pad = mask == 0
-    if not (pad | (mask == 1)).all():
-        raise ValueError(f"attention_mask holds 1 for real tokens and 0 for padding, got the values "
-                         f"{np.unique(mask[~pad & (mask != 1)])[:5].tolist()}")
-    return pad if pad.any() else None
-
-
-def _masked(attn_scores, mask_bool, pad):
-    """Fill the masked scores with -inf, so that softmax gives them weight exactly 0.
-
-    mask_bool (T_q, T_k) or None: the causal mask, True where a query may not look;
-    pad (..., T_k) or None: True at padding keys, one row per batch element.
-    -inf, not a large negative number: a very negative score still gets a tiny weight.
-    """
-    if pad is not None:
-        pad = pad.reshape(pad.shape[:-1] + (1,) * (attn_scores.ndim - pad.ndim) + pad.shape[-1:])  # (B, 1, .., T_k)
-        mask_bool = pad if mask_bool is None else mask_bool | pad
-    return attn_scores if mask_bool is None else attn_scores.masked_fill(mask_bool, float("-inf"))
-
-
-def _future_mask(context_length):
-    """The book's causal-mask buffer: (context_length, context_length), True above the diagonal (the future).
-
-    Stored as bool rather than the book's 0./1. floats, so no call converts it; load_state_dict
-    converts a float mask from the book's PyTorch modules.
-    """
-    return triu(np.ones((context_length, context_length), dtype=bool), diagonal=1)
 
 
 # ---------------------------------------------------------------------------------------
@@ -127,10 +93,10 @@ class SelfAttention_v1(Module):
         return x @ self.W_query, x @ self.W_key, x @ self.W_value
 
     def forward(self, x, attention_mask=None):
-        _check_input(self, x, ranks=(2, 3))
+        check_input(self, x, ranks=(2, 3))
         queries, keys, values = self.project(x)  # (..., T, d_out) each
         attn_scores = queries @ keys.transpose(-2, -1)  # (..., T, T); the book's keys.T, batched
-        attn_scores = _masked(attn_scores, None, padding_mask(attention_mask, x.shape[:-1]))
+        attn_scores = mask_scores(attn_scores, None, padding_mask(attention_mask, x.shape[:-1]))
         attn_weights = (attn_scores / keys.shape[-1] ** 0.5).softmax(dim=-1)  # (..., T, T)
         self.last_attn_weights = attn_weights.detach().unsqueeze(-3)  # (..., 1, T, T)
         return attn_weights @ values  # (..., T, d_out)
@@ -173,18 +139,20 @@ class CausalAttention(Module):
         self.W_key = Linear(d_in, d_out, bias=qkv_bias)
         self.W_value = Linear(d_in, d_out, bias=qkv_bias)
         self.dropout = Dropout(dropout)
-        self.register_buffer("mask", _future_mask(context_length))
+        # The book's buffer, True above the diagonal (the future); bool, not the book's 0./1.
+        # floats, so that no call converts it (load_state_dict converts a book module's float mask).
+        self.register_buffer("mask", causal_blocked(context_length, context_length))
         self.last_attn_weights = None
 
     def forward(self, x, attention_mask=None):
-        _check_input(self, x, context_length=self.context_length)
+        check_input(self, x)
         b, num_tokens, _ = x.shape
         keys = self.W_key(x)  # (b, num_tokens, d_out)
         queries = self.W_query(x)
         values = self.W_value(x)
         attn_scores = queries @ keys.transpose(1, 2)  # (b, num_tokens, num_tokens)
         mask_bool = self.mask.data[:num_tokens, :num_tokens]  # (num_tokens, num_tokens), a view
-        attn_scores = _masked(attn_scores, mask_bool, padding_mask(attention_mask, (b, num_tokens)))
+        attn_scores = mask_scores(attn_scores, mask_bool, padding_mask(attention_mask, (b, num_tokens)))
         attn_weights = (attn_scores / keys.shape[-1] ** 0.5).softmax(dim=-1)  # (b, num_tokens, num_tokens)
         self.last_attn_weights = attn_weights.detach().unsqueeze(1)  # (b, 1, num_tokens, num_tokens)
         attn_weights = self.dropout(attn_weights)
@@ -230,36 +198,50 @@ class MultiHeadAttention(Module):
     d_out and mixed by out_proj (a Linear with bias).
 
     Beyond chapter 3:
-      * KV cache (forward(..., use_cache=True)): the keys and values of earlier calls are kept
-        in `cache_k`, `cache_v` (b, num_heads, T_k, head_dim), so a prompt is prefilled in one
-        call and then one or more tokens are decoded per call, each attending to everything
-        before it. `ptr_current_pos` counts the cached tokens; the new queries sit at absolute
-        positions ptr_current_pos, ... and get those rows of the causal mask. `cache_pad`
-        remembers which cached keys are padding. reset_cache() empties it; going past
-        context_length is a ValueError.
+      * KV cache (forward(..., use_cache=True)): what the layer needs of earlier tokens (here
+        their keys and values, `cache_k`, `cache_v` (b, num_kv_heads, T_k, head_dim)) is kept,
+        so a prompt is prefilled in one call and then one or more tokens are decoded per call,
+        each attending to everything before it. `ptr_current_pos` counts the cached tokens;
+        the new queries sit at absolute positions ptr_current_pos, ... and get those rows of
+        the causal mask. `cache_pad` remembers which cached keys are padding. reset_cache()
+        empties it; going past context_length is a ValueError.
       * rope=True rotates queries and keys by their absolute positions (RotaryEmbedding).
+
+    The later rungs change one step each, by overriding one method: to_cache (what is kept of
+    a new token), from_cache (the keys and values attention reads from it: GQA shares heads
+    there), update_cache (how the cache grows) or the `mask` buffer. num_kv_heads sizes
+    W_key and W_value; it is num_heads here, and only a rung that shares key/value heads in
+    from_cache may make it smaller.
     """
 
-    def __init__(self, d_in, d_out, context_length, dropout, num_heads, qkv_bias=False, rope=False):
+    def __init__(self, d_in, d_out, context_length, dropout, num_heads, qkv_bias=False, rope=False,
+                 num_kv_heads=None):
         if num_heads < 1 or d_out % num_heads:
             raise ValueError(f"d_out={d_out} must be divisible by num_heads={num_heads}")
         self.d_in, self.d_out, self.context_length = d_in, d_out, context_length
         self.num_heads = num_heads
+        self.num_kv_heads = num_heads if num_kv_heads is None else num_kv_heads
+        if self.num_kv_heads != num_heads and type(self).from_cache is MultiHeadAttention.from_cache:
+            raise ValueError(f"{type(self).__name__} gives each of its num_heads={num_heads} query heads its own "
+                             f"key/value head; for num_kv_heads={num_kv_heads} use GroupedQueryAttention")
         self.head_dim = d_out // num_heads
         self.W_query = Linear(d_in, d_out, bias=qkv_bias)
-        self.W_key = Linear(d_in, d_out, bias=qkv_bias)
-        self.W_value = Linear(d_in, d_out, bias=qkv_bias)
+        self.W_key = Linear(d_in, self.num_kv_heads * self.head_dim, bias=qkv_bias)
+        self.W_value = Linear(d_in, self.num_kv_heads * self.head_dim, bias=qkv_bias)
         self.out_proj = Linear(d_out, d_out)  # combines the heads' outputs
         self.dropout = Dropout(dropout)
-        self.register_buffer("mask", _future_mask(context_length))
+        self.register_buffer("mask", causal_blocked(context_length, context_length))  # True = the future
         self.rope = RotaryEmbedding(self.head_dim, context_length) if rope else None
         self.last_attn_weights = None
         self.reset_cache()
 
     def reset_cache(self):
         """Empty the KV cache: the next use_cache=True call starts again at position 0."""
-        self.cache_k = self.cache_v = self.cache_pad = None
+        self.cache, self.cache_pad = None, None
         self.ptr_current_pos = 0
+
+    cache_k = property(lambda self: None if self.cache is None else self.cache[0], doc="cached keys, or None")
+    cache_v = property(lambda self: None if self.cache is None else self.cache[1], doc="cached values, or None")
 
     def split_heads(self, t, num_heads):
         """(b, num_tokens, num_heads * head_dim) -> (b, num_heads, num_tokens, head_dim)."""
@@ -269,58 +251,71 @@ class MultiHeadAttention(Module):
 
     def forward(self, x, attention_mask=None, use_cache=False):
         start = self.ptr_current_pos if use_cache else 0  # absolute position of the first new token
-        _check_input(self, x, context_length=self.context_length, past=start)
+        check_input(self, x, past=start)
         pad = padding_mask(attention_mask, x.shape[:-1])
-        queries = self.split_heads(self.W_query(x), self.num_heads)  # (b, num_heads, num_tokens, head_dim)
-        keys = self.split_heads(self.W_key(x), self.num_heads)  # (b, num_heads, num_tokens, head_dim)
-        values = self.split_heads(self.W_value(x), self.num_heads)  # (b, num_heads, num_tokens, head_dim)
+        queries = self.W_query(x)  # (b, num_tokens, d_out)
+        queries = self.split_heads(queries, self.num_heads)  # (b, num_heads, num_tokens, head_dim)
         if self.rope is not None:
-            queries, keys = self.rope(queries, start), self.rope(keys, start)
+            queries = self.rope(queries, start)
+        cached = self.to_cache(x, start)  # what the cache keeps of the new tokens
         if use_cache:
-            keys, values, pad = self.update_cache(keys, values, pad)  # (b, num_heads, start + num_tokens, head_dim)
+            cached, pad = self.update_cache(cached, pad)  # ... and of every token before them
+        keys, values = self.from_cache(cached)  # (b, num_heads, T_k, head_dim) each
         return self.attend(queries, keys, values, start, pad)
 
-    def update_cache(self, keys, values, pad):
-        """Append keys, values (b, heads, num_tokens, head_dim) and their padding (b, num_tokens) or None.
+    def to_cache(self, x, start):
+        """The keys and values of the new tokens, (b, num_kv_heads, num_tokens, head_dim) each; with
+        RoPE the keys are rotated by their absolute positions, and cached with that rotation."""
+        keys, values = self.W_key(x), self.W_value(x)  # (b, num_tokens, num_kv_heads * head_dim) each
+        keys = self.split_heads(keys, self.num_kv_heads)  # (b, num_kv_heads, num_tokens, head_dim)
+        values = self.split_heads(values, self.num_kv_heads)  # (b, num_kv_heads, num_tokens, head_dim)
+        if self.rope is not None:
+            keys = self.rope(keys, start)
+        return keys, values
 
-        Returns the whole cache: keys, values (b, heads, T_k, head_dim) and padding (b, T_k) or None.
+    def from_cache(self, cached):
+        """The keys and values attention reads from what to_cache kept: here they are that already."""
+        return cached
+
+    def update_cache(self, new, pad):
+        """Append the new tokens' cache entries (each (b, ..., num_tokens, d): tokens on dim -2) and
+        their padding (b, num_tokens) or None.
+
+        Returns the entries and the padding (b, T_k) or None of every cached token.
         """
-        b, _, num_tokens, _ = keys.shape
-        if self.cache_k is None:
-            self.cache_k, self.cache_v = keys, values
-        elif self.cache_k.shape[0] != b:
-            raise ValueError(f"the KV cache holds a batch of {self.cache_k.shape[0]}, got a batch of {b}; "
+        b, num_tokens = new[0].shape[0], new[0].shape[-2]
+        if self.cache is None:
+            self.cache = new
+        elif self.cache[0].shape[0] != b:
+            raise ValueError(f"the KV cache holds a batch of {self.cache[0].shape[0]}, got a batch of {b}; "
                              "call reset_cache() before a new batch")
         else:
-            self.cache_k = cat([self.cache_k, keys], dim=2)  # (b, heads, T_k, head_dim)
-            self.cache_v = cat([self.cache_v, values], dim=2)  # (b, heads, T_k, head_dim)
+            self.cache = tuple(cat([old, t], dim=-2) for old, t in zip(self.cache, new))  # (b, ..., T_k, d)
         if pad is not None or self.cache_pad is not None:
             old = self.cache_pad if self.cache_pad is not None else np.zeros((b, self.ptr_current_pos), dtype=bool)
-            new = pad if pad is not None else np.zeros((b, num_tokens), dtype=bool)
-            self.cache_pad = np.concatenate([old, new], axis=1)  # (b, T_k)
+            new_pad = pad if pad is not None else np.zeros((b, num_tokens), dtype=bool)
+            self.cache_pad = np.concatenate([old, new_pad], axis=1)  # (b, T_k)
         self.ptr_current_pos += num_tokens
-        return self.cache_k, self.cache_v, self.cache_pad
+        return self.cache, self.cache_pad
 
     def attend(self, queries, keys, values, start, pad):
         """Causal attention of queries (b, num_heads, num_tokens, head_dim) at absolute positions
-        start, ..., start + num_tokens - 1 over keys, values (b, num_heads, T_k, head_dim) at
-        positions 0, ..., T_k - 1, padding pad (b, T_k) or None -> (b, num_tokens, d_out).
+        start, ..., start + num_tokens - 1 over keys, values (b, num_heads, T_k, head_dim), the
+        last of which sits at the last query's position; padding pad (b, T_k) or None
+        -> (b, num_tokens, d_out).
         """
         b, _, num_tokens, _ = queries.shape
-        queries.name, keys.name, values.name = "queries", "keys", "values"
+        end = start + num_tokens
         attn_scores = queries @ keys.transpose(2, 3)  # (b, num_heads, num_tokens, T_k)
         # The mask rows of the queries' absolute positions: with a cache the queries are the last
         # num_tokens of T_k positions, where a square [:num_tokens, :num_tokens] slice would be wrong.
-        mask_bool = self.mask.data[start:start + num_tokens, :keys.shape[2]]  # (num_tokens, T_k)
-        attn_scores = _masked(attn_scores, mask_bool, pad)
-        attn_scores.name = "attn_scores"
+        mask_bool = self.mask.data[start:end, end - keys.shape[2]:end]  # (num_tokens, T_k)
+        attn_scores = mask_scores(attn_scores, mask_bool, pad)
         attn_weights = (attn_scores / keys.shape[-1] ** 0.5).softmax(dim=-1)  # (b, num_heads, num_tokens, T_k)
-        attn_weights.name = "attn_weights"
         self.last_attn_weights = attn_weights.detach()
         attn_weights = self.dropout(attn_weights)
         context_vec = (attn_weights @ values).transpose(1, 2)  # (b, num_tokens, num_heads, head_dim)
         context_vec = context_vec.reshape(b, num_tokens, self.d_out)  # (b, num_tokens, d_out): heads side by side
-        context_vec.name = "context_vec"
         return self.out_proj(context_vec)  # (b, num_tokens, d_out)
 
 
@@ -342,31 +337,18 @@ class GroupedQueryAttention(MultiHeadAttention):
     """
 
     def __init__(self, d_in, d_out, context_length, dropout, num_heads, num_kv_heads, qkv_bias=False, rope=False):
-        super().__init__(d_in, d_out, context_length, dropout, num_heads, qkv_bias, rope)
         if num_kv_heads < 1 or num_heads % num_kv_heads:
             raise ValueError(f"num_heads={num_heads} must be divisible by num_kv_heads={num_kv_heads}")
-        self.num_kv_heads = num_kv_heads
+        super().__init__(d_in, d_out, context_length, dropout, num_heads, qkv_bias, rope, num_kv_heads)
         self.group_size = num_heads // num_kv_heads
-        # New: smaller key and value projections, replacing multi-head attention's
-        self.W_key = Linear(d_in, num_kv_heads * self.head_dim, bias=qkv_bias)
-        self.W_value = Linear(d_in, num_kv_heads * self.head_dim, bias=qkv_bias)
 
-    def forward(self, x, attention_mask=None, use_cache=False):
-        start = self.ptr_current_pos if use_cache else 0
-        _check_input(self, x, context_length=self.context_length, past=start)
-        pad = padding_mask(attention_mask, x.shape[:-1])
-        queries = self.split_heads(self.W_query(x), self.num_heads)  # (b, num_heads, num_tokens, head_dim)
-        keys = self.split_heads(self.W_key(x), self.num_kv_heads)  # (b, num_kv_heads, num_tokens, head_dim)
-        values = self.split_heads(self.W_value(x), self.num_kv_heads)  # (b, num_kv_heads, num_tokens, head_dim)
-        if self.rope is not None:
-            queries, keys = self.rope(queries, start), self.rope(keys, start)
-        if use_cache:  # the cache keeps the num_kv_heads heads, before they are shared
-            keys, values, pad = self.update_cache(keys, values, pad)  # (b, num_kv_heads, T_k, head_dim)
-        # New: share each key/value head with its group of query heads, [k0, k1] -> [k0, k0, k1, k1]
+    def from_cache(self, cached):
+        """New: share each key/value head with its group of query heads, [k0, k1] -> [k0, k0, k1, k1]."""
+        keys, values = cached  # (b, num_kv_heads, T_k, head_dim) each: the cache keeps them unshared
         keys = keys.repeat_interleave(self.group_size, dim=1)  # (b, num_heads, T_k, head_dim)
         values = values.repeat_interleave(self.group_size, dim=1)  # (b, num_heads, T_k, head_dim)
-        return self.attend(queries, keys, values, start, pad)
+        return keys, values
 
 
 __all__ = ["simple_self_attention", "SelfAttention_v1", "SelfAttention_v2", "CausalAttention",
-           "MultiHeadAttentionWrapper", "MultiHeadAttention", "GroupedQueryAttention", "padding_mask"]
+           "MultiHeadAttentionWrapper", "MultiHeadAttention", "GroupedQueryAttention"]

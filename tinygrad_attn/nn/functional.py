@@ -8,7 +8,9 @@ import math
 import numpy as np
 
 from .. import ops
-from ..tensor import Tensor, causal_mask
+from ..shapes import broadcast_shape
+from ..tensor import Tensor
+from .masks import causal_blocked
 
 
 def linear(x, weight, bias=None):
@@ -83,6 +85,16 @@ def cross_entropy(input, target, ignore_index=-100, reduction="mean"):
     return loss.reshape(t.shape) if reduction == "none" else loss
 
 
+def causal_mask(T_q, T_k=None):
+    """(T_q, T_k) boolean Tensor, True where query i MAY attend to key j: an attn_mask for
+    scaled_dot_product_attention (PyTorch's torch.nn.attention.bias.causal_lower_right).
+
+    The queries are the *last* T_q of the T_k positions (as in decoding with a KV cache):
+    query i sits at position T_k - T_q + i and sees the keys j <= that position.
+    """
+    return Tensor(~causal_blocked(T_q, T_q if T_k is None else T_k))
+
+
 def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False,
                                  scale=None, enable_gqa=False):
     """softmax(query @ key^T * scale + mask) @ value, with PyTorch's semantics.
@@ -92,50 +104,62 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     attn_mask: a boolean mask where **True means "may attend"** (False is masked out), or a
       float mask added to the scores; it must broadcast to (..., L, S).
     is_causal: query i attends to keys j <= i, aligned at the top-left like PyTorch (for a
-      query shorter than the keys, as in cached decoding, pass an explicit mask instead, e.g.
-      tinygrad_attn.causal_mask(L, S), which aligns queries with the *last* keys).
+      query shorter than the keys, as in cached decoding, pass attn_mask=causal_mask(L, S)
+      instead, which aligns the queries with the *last* keys).
     enable_gqa: H_q may be a multiple of H_k; each key/value head then serves H_q / H_k
       consecutive query heads (repeat_interleave order).
     dropout_p is applied whenever > 0 (as in PyTorch, pass 0.0 in eval mode).
     A query whose every key is masked gets zero weights and a zero output, not NaN.
     """
+    mask = _check_sdpa(query, key, value, attn_mask, is_causal, enable_gqa)
+    L, S = query.shape[-2], key.shape[-2]
+    if enable_gqa and query.ndim >= 3 and query.shape[-3] != key.shape[-3]:
+        group = query.shape[-3] // key.shape[-3]
+        key = key.repeat_interleave(group, dim=-3)  # (..., H_q, S, E)
+        value = value.repeat_interleave(group, dim=-3)  # (..., H_q, S, E_v)
+    scale = 1.0 / math.sqrt(query.shape[-1]) if scale is None else scale
+    scores = (query @ key.transpose(-2, -1)) * scale  # (..., L, S)
+    if is_causal:
+        scores = scores.masked_fill(causal_blocked(L, S, offset=0), float("-inf"))  # aligned top-left
+    elif mask is not None and mask.dtype == bool:
+        scores = scores.masked_fill(~mask, float("-inf"))  # PyTorch's True = attend, as our True = blocked
+    elif mask is not None:
+        scores = scores + Tensor(mask, dtype=scores.dtype)  # a float mask is added
+    weights = scores.softmax(-1)
+    if dropout_p > 0.0:
+        weights = weights.dropout(dropout_p)
+    return weights @ value  # (..., L, E_v)
+
+
+def _check_sdpa(query, key, value, attn_mask, is_causal, enable_gqa):
+    """The checks of scaled_dot_product_attention's arguments; returns attn_mask as an array or None."""
     if query.ndim < 2 or key.ndim != query.ndim or value.ndim != query.ndim:
         raise ValueError(f"scaled_dot_product_attention needs query, key, value of one rank >= 2, got shapes "
                          f"{query.shape}, {key.shape}, {value.shape}")
     if query.shape[-1] != key.shape[-1] or key.shape[-2] != value.shape[-2]:
         raise ValueError(f"scaled_dot_product_attention: query {query.shape} and key {key.shape} must share the "
                          f"last dim, key and value {value.shape} the sequence dim")
-    L, S = query.shape[-2], key.shape[-2]
     if enable_gqa and query.ndim >= 3 and query.shape[-3] != key.shape[-3]:
         hq, hk = query.shape[-3], key.shape[-3]
         if hq % hk or value.shape[-3] != hk:
             raise ValueError(f"enable_gqa: {hq} query heads must be a multiple of {hk} key heads "
                              f"(value has {value.shape[-3]})")
-        key = key.repeat_interleave(hq // hk, dim=-3)  # (..., H_q, S, E)
-        value = value.repeat_interleave(hq // hk, dim=-3)  # (..., H_q, S, E_v)
     if is_causal and attn_mask is not None:
         raise ValueError("scaled_dot_product_attention: pass either attn_mask or is_causal=True, not both")
-    scale = 1.0 / math.sqrt(query.shape[-1]) if scale is None else scale
-    scores = (query @ key.transpose(-2, -1)) * scale  # (..., L, S)
-    if is_causal:
-        attn_mask = Tensor(np.tril(np.ones((L, S), dtype=bool)))
-    if attn_mask is not None:
-        mask = attn_mask.data if isinstance(attn_mask, Tensor) else np.asarray(attn_mask)
-        try:
-            fits = np.broadcast_shapes(mask.shape, scores.shape) == scores.shape  # it may not enlarge them
-        except ValueError:
-            fits = False
-        if not fits:
-            raise ValueError(f"attn_mask of shape {mask.shape} does not broadcast to the scores "
-                             f"{scores.shape} (..., L={L}, S={S})")
-        if mask.dtype == bool:
-            scores = scores.masked_fill(~mask, float("-inf"))
-        else:
-            scores = scores + Tensor(mask, dtype=scores.dtype)
-    weights = scores.softmax(-1)
-    if dropout_p > 0.0:
-        weights = weights.dropout(dropout_p)
-    return weights @ value  # (..., L, E_v)
+    if attn_mask is None:
+        return None
+    mask = attn_mask.data if isinstance(attn_mask, Tensor) else np.asarray(attn_mask)
+    key_batch = key.shape[:-3] + query.shape[-3:-2] if enable_gqa and query.ndim >= 3 else key.shape[:-2]
+    scores_shape = broadcast_shape(query.shape[:-2], key_batch, "scaled_dot_product_attention") + (
+        query.shape[-2], key.shape[-2])  # (..., L, S)
+    try:
+        fits = np.broadcast_shapes(mask.shape, scores_shape) == scores_shape  # it may not enlarge them
+    except ValueError:
+        fits = False
+    if not fits:
+        raise ValueError(f"attn_mask of shape {mask.shape} does not broadcast to the scores "
+                         f"{scores_shape} (..., L={query.shape[-2]}, S={key.shape[-2]})")
+    return mask
 
 
 __all__ = ["linear", "softmax", "log_softmax", "gelu", "relu", "dropout", "layer_norm", "cross_entropy",

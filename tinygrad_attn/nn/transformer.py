@@ -2,7 +2,7 @@
 with a choice of attention (mha, gqa, mqa) and positions (learned or RoPE), a KV cache and
 generate().
 
-    cfg = TransformerConfig(vocab_size=12, context_length=32, attention="gqa", num_kv_heads=2)
+    cfg = TransformerConfig(vocab_size=12, context_length=32, num_heads=4, num_kv_heads=2)  # GQA
     model = Transformer(cfg)
     logits = model(idx)                                   # (B, T) int64 -> (B, T, vocab_size)
     out = model.generate(idx, 10, temperature=0.0)        # greedy, with the KV cache
@@ -19,11 +19,11 @@ from typing import Optional
 import numpy as np
 
 from ..tensor import Tensor, default_rng, int64, no_grad
-from .attention import GroupedQueryAttention, MultiHeadAttention, padding_mask
+from .attention import GroupedQueryAttention, MultiHeadAttention, check_fits
 from .layers import Dropout, Embedding, GELU, LayerNorm, Linear
+from .masks import padding_mask
 from .module import Module, ModuleList, Sequential
 
-ATTENTION_KINDS = ("mha", "gqa", "mqa")
 POSITION_KINDS = ("learned", "rope")
 
 
@@ -32,10 +32,9 @@ class TransformerConfig:
     """The hyper-parameters: the book's GPT_CONFIG dict as a dataclass.
 
     The book's emb_dim, n_layers, n_heads, drop_rate are d_model, num_layers, num_heads, dropout.
-    attention: "mha" (num_kv_heads = num_heads), "mqa" (num_kv_heads = 1), or "gqa"
-    (num_kv_heads required, dividing num_heads); __post_init__ fills num_kv_heads in for
-    mha and mqa. positions: "learned" (an Embedding of positions, as GPT-2) or "rope".
-    dataclasses.asdict(cfg) is JSON-able.
+    num_kv_heads (default num_heads) says which attention: num_heads is multi-head attention,
+    a divisor of it grouped-query, 1 multi-query (`attention` names it). positions: "learned"
+    (an Embedding of positions, as GPT-2) or "rope". dataclasses.asdict(cfg) is JSON-able.
     """
 
     vocab_size: int
@@ -43,7 +42,6 @@ class TransformerConfig:
     d_model: int = 64
     num_layers: int = 2
     num_heads: int = 4
-    attention: str = "mha"
     num_kv_heads: Optional[int] = None
     positions: str = "learned"
     dropout: float = 0.0
@@ -53,28 +51,26 @@ class TransformerConfig:
         for name in ("vocab_size", "context_length", "d_model", "num_layers", "num_heads"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if self.attention not in ATTENTION_KINDS:
-            raise ValueError(f"attention must be one of {ATTENTION_KINDS}, got {self.attention!r}")
+                raise ValueError(f"{name}={value!r} must be a positive integer")
         if self.positions not in POSITION_KINDS:
             raise ValueError(f"positions must be one of {POSITION_KINDS}, got {self.positions!r}")
         if self.d_model % self.num_heads:
-            raise ValueError(f"d_model={self.d_model} must be divisible by num_heads={self.num_heads}")
+            raise ValueError(f"d_model={self.d_model} is not divisible by num_heads={self.num_heads}")
         head_dim = self.d_model // self.num_heads
         if self.positions == "rope" and head_dim % 2:
-            raise ValueError(f"RoPE needs an even head_dim, got d_model / num_heads = "
-                             f"{self.d_model} / {self.num_heads} = {head_dim}")
+            raise ValueError(f"RoPE needs an even head_dim, got d_model={self.d_model} / "
+                             f"num_heads={self.num_heads} = {head_dim}")
         if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-        implied = {"mha": self.num_heads, "mqa": 1}.get(self.attention)
-        if implied is not None:
-            if self.num_kv_heads not in (None, implied):
-                raise ValueError(f"attention={self.attention!r} means num_kv_heads={implied}, "
-                                 f"got num_kv_heads={self.num_kv_heads}")
-            self.num_kv_heads = implied
-        elif not isinstance(self.num_kv_heads, int) or self.num_kv_heads < 1 or self.num_heads % self.num_kv_heads:
-            raise ValueError(f"attention='gqa' needs num_kv_heads dividing num_heads={self.num_heads}, "
-                             f"got num_kv_heads={self.num_kv_heads}")
+            raise ValueError(f"dropout={self.dropout} must be in [0, 1)")
+        if self.num_kv_heads is None:
+            self.num_kv_heads = self.num_heads
+        if not isinstance(self.num_kv_heads, int) or self.num_kv_heads < 1 or self.num_heads % self.num_kv_heads:
+            raise ValueError(f"num_kv_heads={self.num_kv_heads!r} does not divide num_heads={self.num_heads}")
+
+    @property
+    def attention(self):
+        """'mha', 'gqa' or 'mqa', from num_kv_heads."""
+        return "mha" if self.num_kv_heads == self.num_heads else "mqa" if self.num_kv_heads == 1 else "gqa"
 
 
 def position_ids(pad, num_tokens, num_real=0):
@@ -107,10 +103,10 @@ class TransformerBlock(Module):
 
     def __init__(self, cfg):
         rope = cfg.positions == "rope"
-        if cfg.attention == "mha":
+        if cfg.num_kv_heads == cfg.num_heads:
             self.att = MultiHeadAttention(cfg.d_model, cfg.d_model, cfg.context_length, cfg.dropout, cfg.num_heads,
                                           cfg.qkv_bias, rope)
-        else:
+        else:  # grouped-query, or multi-query with num_kv_heads = 1
             self.att = GroupedQueryAttention(cfg.d_model, cfg.d_model, cfg.context_length, cfg.dropout,
                                              cfg.num_heads, cfg.num_kv_heads, cfg.qkv_bias, rope)
         self.ff = FeedForward(cfg)
@@ -143,8 +139,8 @@ class Transformer(Module):
     only (position = number of real tokens before it, as Hugging Face does), and RoPE depends
     on relative positions only, so left padding does not change the real tokens' outputs.
 
-    KV cache: model(idx, use_cache=True) appends to every layer's cache; `current_pos`
-    counts the cached tokens; reset_cache() empties it. The attention weights of the last
+    KV cache: model(idx, use_cache=True) appends to every layer's cache; `current_pos` (the
+    layers' own counter) says how many tokens it holds; reset_cache() empties it. The attention weights of the last
     call are in block.att.last_attn_weights for block in trf_blocks (b, num_heads, T_q, T_k).
     """
 
@@ -165,9 +161,13 @@ class Transformer(Module):
         """The TransformerBlocks: another name for trf_blocks."""
         return self.trf_blocks
 
+    @property
+    def current_pos(self):
+        """Tokens in the KV cache: every layer counts the same."""
+        return self.trf_blocks[0].att.ptr_current_pos
+
     def reset_cache(self):
         """Empty the KV cache of every layer."""
-        self.current_pos = 0  # tokens in the cache
         self.num_real = 0  # real (not padding) tokens in the cache: an int, or (b, 1) once padding was seen
         for block in self.trf_blocks:
             block.att.reset_cache()
@@ -177,10 +177,7 @@ class Transformer(Module):
         if ids.ndim != 2:
             raise ValueError(f"Transformer expects token ids (batch, num_tokens), got shape {ids.shape}")
         b, num_tokens = ids.shape
-        start = self.current_pos if use_cache else 0
-        if start + num_tokens > self.cfg.context_length:
-            cached = f" after the {start} in the KV cache" if start else ""
-            raise ValueError(f"{num_tokens} tokens{cached} exceed context_length={self.cfg.context_length}")
+        check_fits(type(self).__name__, num_tokens, self.current_pos if use_cache else 0, self.cfg.context_length)
         pad = padding_mask(attention_mask, (b, num_tokens))
         num_real = self.num_real if use_cache else 0
         x = self.tok_emb(ids)  # (b, num_tokens, d_model)
@@ -191,7 +188,6 @@ class Transformer(Module):
             x = block(x, attention_mask, use_cache)
         x = self.final_norm(x)
         if use_cache:
-            self.current_pos += num_tokens
             self.num_real = num_real + (num_tokens if pad is None else (~pad).sum(axis=1, keepdims=True))
         return self.out_head(x)  # (b, num_tokens, vocab_size)
 
