@@ -91,7 +91,7 @@ def test_parse_and_format():
 
 @pytest.mark.parametrize("kwargs,match", [
     (dict(num_symbols=0), "num_symbols"),
-    (dict(min_len=5, max_len=3), "min_len=5, max_len=3"),
+    (dict(min_len=5, max_len=3), "max_len=3 is shorter than min_len=5"),
     (dict(task="sort"), "'sort'"),
     (dict(heldout_fraction=1.0), "heldout_fraction"),
 ])

@@ -140,7 +140,7 @@ def test_fresh_run_removes_an_older_run_and_interrupt_before_a_checkpoint_says_s
     (["--attention", "gqa", "--heads", "4", "--kv-heads", "3"], "--kv-heads 3 does not divide --heads 4"),
     (["--d-model", "30", "--heads", "4"], "--d-model 30 is not divisible by --heads 4"),
     (["--max-len", "10", "--context-length", "16"], "need a context of 21 tokens"),
-    (["--attention", "mha", "--heads", "4", "--kv-heads", "2"], "num_kv_heads=4"),
+    (["--attention", "mha", "--heads", "4", "--kv-heads", "2"], "--attention mha means --kv-heads 4"),
     (["--positions", "rope", "--d-model", "12", "--heads", "4"], "even head_dim"),
     (["--min-len", "6", "--max-len", "5"], "--max-len 5 is shorter than --min-len 6"),
     (["--warmup", "200", "--steps", "100"], "--warmup 200"),

@@ -90,19 +90,3 @@ def load(path):
             _, i, name = key.split("/", 2)
             states[int(i)][name] = a
     return model_state, {"hyperparams": meta["optimizer_hyperparams"], "state": states}, meta
-
-
-def load_run(path):
-    """The trained model (eval mode), its task and the checkpoint's meta, from a run directory or file."""
-    from .data import CopyTask  # here, not at the top: the rest of this file knows nothing of models
-    from .nn.transformer import Transformer, TransformerConfig
-
-    model_state, _, meta = load(path)
-    options = meta["options"]
-    task = CopyTask(options["num_symbols"], options["min_len"], options["max_len"], options["task"])
-    model = Transformer(TransformerConfig(**meta["model_config"]))
-    try:
-        model.load_state_dict(model_state)
-    except ValueError as e:
-        raise CheckpointError(f"{path} does not fit the model its configuration describes: {e}") from None
-    return model.eval(), task, meta

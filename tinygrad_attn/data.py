@@ -45,9 +45,11 @@ class CopyTask:
     def __init__(self, num_symbols=10, min_len=8, max_len=None, task="copy", heldout_fraction=0.1):
         max_len = min_len if max_len is None else max_len
         if num_symbols < 1:
-            raise ValueError(f"num_symbols must be >= 1, got {num_symbols}")
-        if not 1 <= min_len <= max_len:
-            raise ValueError(f"need 1 <= min_len <= max_len, got min_len={min_len}, max_len={max_len}")
+            raise ValueError(f"num_symbols={num_symbols} must be >= 1")
+        if min_len < 1:
+            raise ValueError(f"min_len={min_len} must be >= 1")
+        if max_len < min_len:
+            raise ValueError(f"max_len={max_len} is shorter than min_len={min_len}")
         if task not in TASKS:
             raise ValueError(f"task must be one of {TASKS}, got {task!r}")
         if not 0.0 < heldout_fraction < 1.0:

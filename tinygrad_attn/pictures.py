@@ -14,8 +14,8 @@ import sys
 
 import numpy as np
 
-from . import checkpoint
 from .data import FIRST_SYMBOL, PAD, SEP
+from .runs import load_run_or_exit
 from .tensor import Tensor, no_grad
 from .viz import attention_heatmaps_svg, training_curves_svg
 
@@ -52,10 +52,7 @@ def main(argv=None):
     parser.add_argument("--example", default=None, help='the symbols to draw attention for, e.g. "3 1 4 1 5" '
                                                          "(default: a seeded random held-out sequence)")
     args = parser.parse_args(argv)
-    try:
-        model, task, meta = checkpoint.load_run(args.checkpoint)
-    except checkpoint.CheckpointError as e:
-        parser.error(str(e))
+    model, task, meta = load_run_or_exit(parser, args.checkpoint)
     try:
         symbols = (task.parse(args.example, model.cfg.context_length) if args.example
                    else task.sample(np.random.default_rng(0), 1, "heldout")[0])

@@ -7,9 +7,8 @@ decodes the answer greedily with the KV cache, exactly as the held-out evaluatio
 import argparse
 import sys
 
-from . import checkpoint
 from .data import format_symbols
-from .train import evaluate
+from .runs import evaluate, load_run_or_exit
 
 
 def main(argv=None):
@@ -18,10 +17,7 @@ def main(argv=None):
     parser.add_argument("symbols", nargs="+", help='a sequence of symbols such as "3 1 4 1 5"; give several to '
                                                    "decode several")
     args = parser.parse_args(argv)
-    try:
-        model, task, _ = checkpoint.load_run(args.checkpoint)
-    except checkpoint.CheckpointError as e:
-        parser.error(str(e))
+    model, task, _ = load_run_or_exit(parser, args.checkpoint)
     sequences = []
     for text in args.symbols:
         try:

@@ -19,6 +19,7 @@ as a run that was never interrupted.
 import argparse
 import dataclasses
 import os
+import re
 import shlex
 import sys
 import time
@@ -26,15 +27,23 @@ import time
 import numpy as np
 
 from . import checkpoint
-from .data import FIRST_SYMBOL, IGNORE_INDEX, TASKS, CopyTask, decode_answer, format_symbols
+from .data import FIRST_SYMBOL, IGNORE_INDEX, TASKS, format_symbols
 from .nn import functional as F
 from .nn.transformer import Transformer, TransformerConfig
 from .optim import AdamW, clip_grad_norm_, warmup_cosine
 from .pictures import write_pictures
+from .runs import evaluate, make_task
 from .tensor import Tensor, default_rng, manual_seed
 
 # Options that may differ between a run and its --resume: where it lives, and the flag itself.
 NOT_RESUME_CHECKED = ("out", "resume")
+# The --attention words, as the number of key/value heads each means for a number of query heads.
+KV_HEADS = {"mha": lambda heads: heads, "gqa": lambda heads: max(1, heads // 2), "mqa": lambda heads: 1}
+# The task's and the model configuration's fields as this command line spells them: their errors
+# say "d_model=30", shown here as "--d-model 30".
+FLAGS = {"num_symbols": "--num-symbols", "min_len": "--min-len", "max_len": "--max-len", "d_model": "--d-model",
+         "num_heads": "--heads", "num_kv_heads": "--kv-heads", "num_layers": "--layers",
+         "context_length": "--context-length", "dropout": "--dropout"}
 
 
 def build_parser():
@@ -47,7 +56,7 @@ def build_parser():
     g.add_argument("--min-len", type=int, default=4, help="fewest symbols in a sequence")
     g.add_argument("--max-len", type=int, default=8, help="most symbols in a sequence")
     g = p.add_argument_group("model")
-    g.add_argument("--attention", choices=("mha", "gqa", "mqa"), default="mha",
+    g.add_argument("--attention", choices=tuple(KV_HEADS), default="mha",
                    help="multi-head, grouped-query or multi-query attention")
     g.add_argument("--layers", type=int, default=2, help="transformer blocks")
     g.add_argument("--d-model", type=int, default=64, help="embedding width")
@@ -75,71 +84,46 @@ def build_parser():
 
 
 def parse_args(argv=None):
-    """Parse and validate the options; a bad one exits with a one-line error (code 2)."""
+    """Parse and validate the options; a bad one exits with a one-line error (code 2).
+
+    What the task and the model configuration check themselves is checked there, and their
+    messages are shown with this command line's flags.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.seq_len is not None:
         args.min_len = args.max_len = args.seq_len
     if args.out is None:
         args.out = os.path.join("runs", args.task)
-    for name in ("num_symbols", "min_len", "layers", "d_model", "heads", "batch_size", "steps", "eval_every",
-                 "eval_size"):
+    for name in ("batch_size", "steps", "eval_every", "eval_size"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    if args.max_len < args.min_len:
-        parser.error(f"--max-len {args.max_len} is shorter than --min-len {args.min_len}")
-    if args.d_model % args.heads:
-        parser.error(f"--d-model {args.d_model} is not divisible by --heads {args.heads}")
+    implied = KV_HEADS[args.attention](args.heads)
     if args.kv_heads is None:
-        args.kv_heads = {"mha": args.heads, "mqa": 1, "gqa": max(1, args.heads // 2)}[args.attention]
-    if args.kv_heads < 1 or args.heads % args.kv_heads:
-        parser.error(f"--kv-heads {args.kv_heads} does not divide --heads {args.heads}")
-    needed = make_task(args).context_length
-    if args.context_length is None:
-        args.context_length = needed
-    if args.context_length < needed:
-        parser.error(f"sequences of --max-len {args.max_len} symbols need a context of {needed} tokens (prompt and "
-                     f"answer), but --context-length is {args.context_length}")
+        args.kv_heads = implied
+    elif args.attention != "gqa" and args.kv_heads != implied:
+        parser.error(f"--attention {args.attention} means --kv-heads {implied}, got --kv-heads {args.kv_heads}")
     if not (args.lr > 0 and args.clip > 0 and args.weight_decay >= 0):
         parser.error(f"need --lr > 0, --clip > 0, --weight-decay >= 0; got {args.lr}, {args.clip}, {args.weight_decay}")
     if not 0 <= args.warmup <= args.steps:
         parser.error(f"--warmup {args.warmup} must be between 0 and --steps {args.steps}")
-    try:  # the rest (kv heads against --attention, dropout, RoPE's even head size) as the config words it
+    try:
+        needed = make_task(vars(args)).context_length
+        if args.context_length is None:
+            args.context_length = needed
+        if args.context_length < needed:
+            parser.error(f"sequences of --max-len {args.max_len} symbols need a context of {needed} tokens (prompt "
+                         f"and answer), but --context-length is {args.context_length}")
         make_model_config(args)
     except ValueError as e:
-        parser.error(str(e))
+        parser.error(re.sub(r"\b(\w+)=", lambda m: f"{FLAGS[m[1]]} " if m[1] in FLAGS else m[0], str(e)))
     return args
-
-
-def make_task(args):
-    return CopyTask(args.num_symbols, args.min_len, args.max_len, args.task)
 
 
 def make_model_config(args):
     return TransformerConfig(vocab_size=args.num_symbols + FIRST_SYMBOL, context_length=args.context_length,
                              d_model=args.d_model, num_layers=args.layers, num_heads=args.heads,
-                             attention=args.attention, num_kv_heads=args.kv_heads, positions=args.positions,
-                             dropout=args.dropout)
-
-
-def evaluate(model, task, sequences, batch_size=256):
-    """Greedy decoding of every sequence's prompt, with the KV cache (generate() runs in eval mode).
-
-    Returns ({'exact_match', 'token_accuracy'}, predictions): exact match is the fraction of
-    sequences whose whole answer is right, token accuracy the fraction of answer symbols;
-    predictions are symbol arrays (-1 where the model wrote PAD or SEP).
-    """
-    predictions = []
-    for start in range(0, len(sequences), batch_size):
-        chunk = sequences[start:start + batch_size]
-        idx, mask = task.prompts(chunk)  # (B, P) each
-        out = model.generate(Tensor(idx), max(len(s) for s in chunk), temperature=0.0, use_cache=True,
-                             attention_mask=Tensor(mask)).numpy()  # (B, P + longest)
-        predictions += [decode_answer(row[idx.shape[1]:], len(s)) for row, s in zip(out, chunk)]
-    right = [pred == task.answer(s) for pred, s in zip(predictions, sequences)]
-    metrics = {"exact_match": float(np.mean([r.all() for r in right])),
-               "token_accuracy": float(np.concatenate(right).mean())}
-    return metrics, predictions
+                             num_kv_heads=args.kv_heads, positions=args.positions, dropout=args.dropout)
 
 
 def train_step(model, optimizer, task, data_rng, args, step):
@@ -197,6 +181,29 @@ class Progress:
             self.width = len(text)
 
 
+def new_history():
+    return {"train": {"step": [], "loss": [], "lr": [], "grad_norm": []},
+            "eval": {"step": [], "exact_match": [], "token_accuracy": []}}
+
+
+def append(series, **values):
+    """Append one value to each named list of a history series."""
+    for key, value in values.items():
+        series[key].append(value)
+
+
+def start_afresh(args, config, stream):
+    """Make the run directory, remove an earlier run's checkpoint and history from it, write config.json."""
+    os.makedirs(args.out, exist_ok=True)
+    stale = [name for name in (checkpoint.FILENAME, "history.json") if os.path.exists(os.path.join(args.out, name))]
+    for name in stale:  # a fresh run must not leave an older run's files behind, to --resume by mistake
+        os.remove(os.path.join(args.out, name))
+    if stale:
+        print(f"starting afresh: removed the earlier run's {' and '.join(stale)} from {args.out}", file=stream)
+    checkpoint.write_json(os.path.join(args.out, "config.json"),
+                          {"options": options_of(args), "model": dataclasses.asdict(config)})
+
+
 def resume(path, args, model, optimizer, data_rng):
     """Load the checkpoint at `path` into model, optimizer and both generators.
 
@@ -220,6 +227,33 @@ def resume(path, args, model, optimizer, data_rng):
     return meta["step"], meta["done"], meta["history"]
 
 
+def save(path, args, config, step, done, history, model, optimizer, data_rng):
+    """Checkpoint the run (atomically) and write its history.json beside it."""
+    meta = {"options": options_of(args), "model_config": dataclasses.asdict(config), "step": step, "done": done,
+            "data_rng": data_rng.bit_generator.state, "model_rng": default_rng().bit_generator.state,
+            "history": history}
+    checkpoint.save(path, model.state_dict(), optimizer.state_dict(), meta)
+    checkpoint.write_json(os.path.join(os.path.dirname(path), "history.json"), history)
+
+
+def report(stream, args, task, heldout, predictions, metrics, history, step, elapsed):
+    """The end of a run: some held-out examples, the final figures, the run directory."""
+    print(f"\nheld-out examples ({args.task}):", file=stream)
+    for symbols, pred in list(zip(heldout, predictions))[:5]:
+        mark = "✓" if np.array_equal(pred, task.answer(symbols)) else "✗"
+        print(f"  {format_symbols(symbols)} -> {format_symbols(pred)}  {mark}", file=stream)
+    last_loss = float(np.mean(history["train"]["loss"][-args.eval_every:]))
+    print(f"\nfinal: step {step}/{args.steps}, loss {last_loss:.4f} (mean of the last {args.eval_every} steps), "
+          f"held-out exact match {metrics['exact_match']:.1%} of {len(heldout)}, per-token "
+          f"{metrics['token_accuracy']:.1%}, {elapsed:.1f} s", file=stream)
+    print(f"run directory {args.out}:", file=stream)
+    for name in sorted(os.listdir(args.out)):
+        print(f"  {name:<15} {os.path.getsize(os.path.join(args.out, name)) / 1024:7.1f} kB", file=stream)
+    print(f"try it: python -m tinygrad_attn.sample --checkpoint {shlex.quote(args.out)} "
+          f"{shlex.quote(format_symbols(heldout[0]))}", file=stream)
+    return last_loss
+
+
 def train(args, argv=(), stream=None):
     """Run (or --resume) the training that args describe; returns the final figures as a dict.
 
@@ -227,7 +261,7 @@ def train(args, argv=(), stream=None):
     after a message saying how to resume.
     """
     stream = sys.stdout if stream is None else stream
-    task, config = make_task(args), make_model_config(args)
+    task, config = make_task(vars(args)), make_model_config(args)
     train_seed, heldout_seed = np.random.SeedSequence(args.seed).spawn(2)
     data_rng = np.random.default_rng(train_seed)
     heldout = task.heldout_set(np.random.default_rng(heldout_seed), args.eval_size)
@@ -235,59 +269,37 @@ def train(args, argv=(), stream=None):
     model = Transformer(config)
     optimizer = AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     path = os.path.join(args.out, checkpoint.FILENAME)
-    history = {"train": {"step": [], "loss": [], "lr": [], "grad_norm": []},
-               "eval": {"step": [], "exact_match": [], "token_accuracy": []}}
-    step, done, saved_step = 0, False, None
     if args.resume:
         step, done, history = resume(path, args, model, optimizer, data_rng)
         saved_step = step
         print(f"resuming {path} at step {step}" + (": the run is already complete" if done else ""), file=stream)
     else:
-        os.makedirs(args.out, exist_ok=True)
-        stale = [name for name in (checkpoint.FILENAME, "history.json") if os.path.exists(os.path.join(args.out, name))]
-        for name in stale:  # a fresh run must not leave an older run's files behind, to --resume by mistake
-            os.remove(os.path.join(args.out, name))
-        if stale:
-            print(f"starting afresh: removed the earlier run's {' and '.join(stale)} from {args.out}", file=stream)
-        checkpoint.write_json(os.path.join(args.out, "config.json"),
-                              {"options": options_of(args), "model": dataclasses.asdict(config)})
-
+        start_afresh(args, config, stream)
+        step, done, history, saved_step = 0, False, new_history(), None
     n_params = sum(p.numel() for p in model.parameters())
     print(f"{args.task} task: {args.num_symbols} symbols, lengths {args.min_len}..{args.max_len}, "
           f"{len(heldout)} held-out sequences | model: {args.layers} layers, d_model {args.d_model}, "
-          f"{args.attention} {args.heads}/{args.kv_heads} heads, {args.positions} positions, "
+          f"{config.attention} {args.heads}/{args.kv_heads} heads, {args.positions} positions, "
           f"{n_params:,} parameters", file=stream)
     progress = Progress(stream, args.steps, step)
     started = time.perf_counter()
-
-    last_eval = None  # (metrics, predictions) of the latest evaluation, reused for the final report
-
-    def evaluate_and_save():
-        nonlocal done, saved_step, last_eval
-        last_eval = metrics, _ = evaluate(model, task, heldout)
-        for key, value in (("step", step), *metrics.items()):
-            history["eval"][key].append(value)
-        done = metrics["exact_match"] == 1.0 or step >= args.steps
-        mean_loss = np.mean(history["train"]["loss"][-args.eval_every:])
-        progress.line(f"step {step:>5}/{args.steps}  mean loss {mean_loss:.4f}  held-out exact match "
-                      f"{metrics['exact_match']:6.1%}  per-token {metrics['token_accuracy']:6.1%}  "
-                      f"{progress.rate(step):.1f} steps/s")
-        meta = {"options": options_of(args), "model_config": dataclasses.asdict(config), "step": step,
-                "done": done, "data_rng": data_rng.bit_generator.state,
-                "model_rng": default_rng().bit_generator.state, "history": history}
-        checkpoint.save(path, model.state_dict(), optimizer.state_dict(), meta)
-        checkpoint.write_json(os.path.join(args.out, "history.json"), history)
-        saved_step = step
-
+    metrics = None  # of the latest evaluation
     try:
         while not done:
             loss, lr, grad_norm = train_step(model, optimizer, task, data_rng, args, step)
             step += 1
-            for key, value in (("step", step), ("loss", loss), ("lr", lr), ("grad_norm", grad_norm)):
-                history["train"][key].append(value)
+            append(history["train"], step=step, loss=loss, lr=lr, grad_norm=grad_norm)
             progress.update(step, loss, history["eval"]["exact_match"][-1] if history["eval"]["step"] else None)
             if step % args.eval_every == 0 or step == args.steps:
-                evaluate_and_save()
+                metrics, predictions = evaluate(model, task, heldout)
+                append(history["eval"], step=step, **metrics)
+                done = metrics["exact_match"] == 1.0 or step >= args.steps
+                mean_loss = np.mean(history["train"]["loss"][-args.eval_every:])
+                progress.line(f"step {step:>5}/{args.steps}  mean loss {mean_loss:.4f}  held-out exact match "
+                              f"{metrics['exact_match']:6.1%}  per-token {metrics['token_accuracy']:6.1%}  "
+                              f"{progress.rate(step):.1f} steps/s")
+                save(path, args, config, step, done, history, model, optimizer, data_rng)
+                saved_step = step
     except KeyboardInterrupt:
         progress.line(f"interrupted at step {step}.")
         if saved_step is None:
@@ -297,24 +309,11 @@ def train(args, argv=(), stream=None):
             print(f"the checkpoint of step {saved_step} in {args.out} is intact; continue with:\n"
                   f"  {resume_command(argv)}", file=stream)
         raise
-
     elapsed = time.perf_counter() - started
-    # The loop ends only at an evaluation, so decode again only for a resumed run that was already done.
-    metrics, predictions = last_eval or evaluate(model, task, heldout)
-    print(f"\nheld-out examples ({args.task}):", file=stream)
-    for symbols, pred in list(zip(heldout, predictions))[:5]:
-        mark = "✓" if np.array_equal(pred, task.answer(symbols)) else "✗"
-        print(f"  {format_symbols(symbols)} -> {format_symbols(pred)}  {mark}", file=stream)
-    last_loss = float(np.mean(history["train"]["loss"][-args.eval_every:]))
-    print(f"\nfinal: step {step}/{args.steps}, loss {last_loss:.4f} (mean of the last {args.eval_every} steps), "
-          f"held-out exact match {metrics['exact_match']:.1%} of {len(heldout)}, per-token "
-          f"{metrics['token_accuracy']:.1%}, {elapsed:.1f} s", file=stream)
+    if metrics is None:  # a resumed run that was already complete: nothing was evaluated in this session
+        metrics, predictions = evaluate(model, task, heldout)
     write_pictures(args.out, model, task, history, heldout[0])
-    print(f"run directory {args.out}:", file=stream)
-    for name in sorted(os.listdir(args.out)):
-        print(f"  {name:<15} {os.path.getsize(os.path.join(args.out, name)) / 1024:7.1f} kB", file=stream)
-    print(f"try it: python -m tinygrad_attn.sample --checkpoint {shlex.quote(args.out)} "
-          f"{shlex.quote(format_symbols(heldout[0]))}", file=stream)
+    last_loss = report(stream, args, task, heldout, predictions, metrics, history, step, elapsed)
     return dict(metrics, step=step, loss=last_loss, seconds=elapsed)
 
 
