@@ -1,13 +1,14 @@
 """Drawing: the traced graph, its DOT text, rendering with and without graphviz, module clusters, SVG plots."""
 
 import shutil
+import sys
 import xml.etree.ElementTree as ET
 
 import numpy as np
 import pytest
 
-from tinygrad_attn import Tensor, causal_mask, nn, viz
-from tinygrad_attn.viz import graph as graph_module
+from tinygrad_attn import Tensor, nn, viz
+from tinygrad_attn.viz import rendering as render_module
 
 SVG = "{http://www.w3.org/2000/svg}"
 
@@ -113,7 +114,7 @@ def test_large_tensor_is_summarised():
 
 def test_mask_is_drawn_as_a_constant_with_its_pattern():
     scores = Tensor(np.zeros((4, 4)), requires_grad=True)
-    mask = ~causal_mask(4)
+    mask = ~nn.functional.causal_mask(4)
     out = scores.masked_fill(mask, float("-inf")).softmax(-1)
     g = viz.trace(out, names={"causal mask": mask})
     const = [n for n in g.nodes if n.label == "causal mask"]
@@ -277,6 +278,37 @@ def test_depth_collapses_module_calls_into_boxes():
         viz.trace(loss, depth=1)
 
 
+def test_tensors_are_named_after_the_variables_the_code_binds_them_to():
+    from tinygrad_attn.nn import MultiHeadAttention
+    layer = MultiHeadAttention(4, 4, 3, 0.0, num_heads=2)
+    with viz.record_modules(layer) as rec:
+        out = layer(Tensor(np.ones((1, 3, 4)), requires_grad=True))
+    assert sys.gettrace() is None  # the tracer is gone with the record
+    shapes = {}
+    for n in viz.trace(out, modules=rec).nodes:
+        shapes.setdefault(n.label, []).append(n.shape)
+    # first the projection (b, T, d_out), then the same name for its split into heads (b, H, T, head_dim)
+    assert shapes["queries"] == shapes["keys"] == shapes["values"] == [(1, 3, 4), (1, 2, 3, 2)]
+    assert shapes["attn_scores"] == [(1, 2, 3, 3)] * 2  # before and after the mask: one variable, rebound
+    assert shapes["attn_weights"] == [(1, 2, 3, 3)]
+    assert shapes["context_vec"] == [(1, 3, 2, 2), (1, 3, 4)]
+    assert "x" not in shapes and "t" not in shapes  # parameters and generic names name nothing
+
+
+def test_record_names_names_a_users_own_code_and_keeps_explicit_names():
+    def my_attention(q, k):
+        similarity = q @ k.T
+        weights = similarity.softmax(-1)
+        weights.name = "chosen by hand"
+        return weights @ k
+
+    q = Tensor(np.eye(2), requires_grad=True)
+    with viz.record_names() as rec:
+        out = my_attention(q, q * 2.0)
+    labels = [n.label for n in viz.trace(out, names=rec).nodes if n.kind == "tensor"]
+    assert "similarity" in labels and "chosen by hand" in labels and "weights" not in labels
+
+
 def test_hooks_are_removed_after_recording():
     model, rec, ids, logits, loss = recorded_tiny()
     before = dict(rec.calls)
@@ -302,7 +334,7 @@ def test_render_writes_valid_svg_and_png(tmp_path):
 
 
 def test_render_without_dot_writes_the_dot_file_and_says_how_to_install(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(graph_module.shutil, "which", lambda name: None)
+    monkeypatch.setattr(render_module.shutil, "which", lambda name: None)
     a, b, out = small_expression()
     path = viz.render(out, tmp_path / "expr")
     assert path == tmp_path / "expr.dot" and path.read_text() == viz.to_dot(out)
@@ -317,7 +349,7 @@ def test_render_survives_graphviz_not_finding_dot(tmp_path, monkeypatch, capsys)
     def missing(*args, **kwargs):
         raise graphviz.ExecutableNotFound(["dot"])
 
-    monkeypatch.setattr(graph_module.shutil, "which", lambda name: "/usr/bin/dot")
+    monkeypatch.setattr(render_module.shutil, "which", lambda name: "/usr/bin/dot")
     monkeypatch.setattr(graphviz, "pipe", missing)
     path = viz.render(small_expression()[2], tmp_path / "expr")
     assert path.suffix == ".dot" and path.exists()
@@ -379,7 +411,7 @@ def test_causal_attention_layer_mask_is_named_after_its_buffer():
 
 def test_gallery_diagrams_trace(tmp_path, monkeypatch):
     from tinygrad_attn.viz import gallery
-    monkeypatch.setattr(graph_module.shutil, "which", lambda name: None)  # DOT text only: fast, no graphviz
+    monkeypatch.setattr(render_module.shutil, "which", lambda name: None)  # DOT text only: fast, no graphviz
     gallery.main(tmp_path)
     for name in gallery.DIAGRAMS:
         assert (tmp_path / f"{name}.dot").stat().st_size < 20_000

@@ -11,9 +11,14 @@
 To draw gradients: retain_grads(loss) (or t.retain_grad()) before loss.backward(retain_graph=True).
 """
 
-from .graph import (Graph, Node, Edge, trace, to_dot, render, retain_grads, contract_shape_ops, collapse_modules)
+from .graph import Graph, Node, Edge
+from .tracing import trace, retain_grads
+from .simplify import contract_shape_ops, collapse_modules
+from .dot import to_dot
+from .rendering import render
+from .names import record_names
 from .modules import record_modules
 from .plots import attention_heatmaps_svg, training_curves_svg, nice_ticks
 
 __all__ = ["Graph", "Node", "Edge", "trace", "to_dot", "render", "retain_grads", "contract_shape_ops",
-           "collapse_modules", "record_modules", "attention_heatmaps_svg", "training_curves_svg", "nice_ticks"]
+           "collapse_modules", "record_names", "record_modules", "attention_heatmaps_svg", "training_curves_svg", "nice_ticks"]

@@ -3,10 +3,9 @@
     python -m tinygrad_attn.viz.gallery docs/graphs        (what `make graphs` runs)
 
 Each diagram is drawn from a real forward pass, so it cannot drift from the code. The
-tensors a reader follows (queries, keys, values, scores, mask, weights, context) are named
-here where the layers did not name them (by a forward hook on the W_query, W_key, W_value
-projections and by walking back from each Softmax), so the layers need not know they are
-being drawn.
+tensors a reader follows (queries, keys, values, attn_scores, mask, attn_weights,
+context_vec) are labelled with the variable names the layers' code binds them to
+(record_names), so the layers need not know they are being drawn.
 """
 
 import sys
@@ -14,76 +13,17 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import Tensor, manual_seed, randn
+from .. import Tensor, manual_seed, ops, randn
 from ..data import IGNORE_INDEX, CopyTask
 from ..nn import attention
 from ..nn import functional as F
-from ..nn.module import register_module_forward_hook
 from ..nn.transformer import Transformer, TransformerBlock, TransformerConfig
-from ..tensor import topological_order
-from .graph import render, retain_grads
 from .modules import record_modules
+from .names import record_names
+from .rendering import render
+from .tracing import retain_grads
 
 T, D, HEADS = 4, 8, 2
-
-
-def name_attention(out):
-    """Name the tensors of softmax(q @ k^T * scale, masked) @ v behind `out`, where still unnamed.
-
-    Walks back from each Softmax: its output is attn_weights; before it come the scaled and
-    masked scores (Mul or Div by the scale, MaskedFill, in either order) and attn_scores (the
-    MatMul q @ k^T); the MatMul that uses the weights makes context_vec. Returns out.
-    """
-    graph = topological_order(out)
-    users = {}
-    for t in graph:
-        for p in t._ctx.parents if t._ctx is not None else ():
-            users.setdefault(id(p), []).append(t)
-    for t in graph:
-        if _op(t) != "Softmax":
-            continue
-        chain = [(t, "attn_weights")] + [(u, "context_vec") for u in users.get(id(t), []) if _op(u) == "MatMul"]
-        x = t._ctx.parents[0]
-        while _op(x) in ("MaskedFill", "Mul", "Div"):
-            chain.append((x, "masked_scores" if _op(x) == "MaskedFill" else "scaled_scores"))
-            x = x._ctx.parents[0]
-        if _op(x) == "MatMul":
-            chain.append((x, "attn_scores"))
-        taken = {u.name for u, _ in chain}  # a layer may have named some already: no name twice
-        for u, name in chain:
-            if u.name is None and name not in taken:
-                u.name = name
-                taken.add(name)
-    return out
-
-
-def _op(t):
-    return type(t._ctx).__name__
-
-
-def _name(t, name):
-    t.name = t.name or name
-
-
-class name_projections:
-    """While active, the outputs of every W_query, W_key, W_value Linear are named queries, keys, values."""
-
-    NAMES = {"W_query": "queries", "W_key": "keys", "W_value": "values"}
-
-    def __init__(self, model):
-        self.names = {id(m): self.NAMES[path.rpartition(".")[2]] for path, m in model.named_modules()
-                      if path.rpartition(".")[2] in self.NAMES}
-
-    def __enter__(self):
-        self.handle = register_module_forward_hook(self.hook)
-        return self
-
-    def __exit__(self, *exc):
-        self.handle.remove()
-
-    def hook(self, module, args, out):
-        if id(module) in self.names:
-            _name(out, self.names[id(module)])
 
 
 def inputs():
@@ -96,9 +36,9 @@ def inputs():
 
 def run_layer(layer, title, hide_shape_ops=True, **options):
     """One forward pass of `layer` on (1, T, D) inputs, recorded for clusters and names."""
-    with record_modules(layer) as rec, name_projections(layer):
+    with record_modules(layer) as rec:
         out = layer(inputs())
-    return name_attention(out), dict(modules=rec, hide_shape_ops=hide_shape_ops, title=title, **options)
+    return out, dict(modules=rec, hide_shape_ops=hide_shape_ops, title=title, **options)
 
 
 # ---------------------------------------------------------------------------------------
@@ -110,8 +50,9 @@ def simple_self_attention():
     that the engine records a graph to draw."""
     x = randn(T, D, requires_grad=True)
     x.name = "inputs"
-    _, context = attention.simple_self_attention(x)
-    return name_attention(context), dict(title="simple self-attention: softmax(X X^T) X, no weights (the "
+    with record_names() as rec:
+        _, context = attention.simple_self_attention(x)
+    return context, dict(names=rec, title="simple self-attention: softmax(X X^T) X, no weights (the "
                                                "inputs require a gradient only so that a graph is recorded)")
 
 
@@ -122,8 +63,10 @@ def scaled_dot_product_attention():
     weights = {name: randn(D, D, requires_grad=True) for name in ("W_query", "W_key", "W_value")}
     q, k, v = (x @ w for w in weights.values())  # (1, T, D) each
     q.name, k.name, v.name = "queries", "keys", "values"
-    out = F.scaled_dot_product_attention(q, k, v)  # softmax(q k^T / sqrt(d)) v
-    return name_attention(out), dict(names=weights, hide_shape_ops=True,
+    with record_names() as rec:
+        out = F.scaled_dot_product_attention(q, k, v)  # softmax(q k^T / sqrt(d)) v
+    rec.variables.update({id(w): name for name, w in weights.items()})
+    return out, dict(names=rec, hide_shape_ops=True,
                                      title="scaled dot-product attention: softmax(Q K^T / sqrt(d)) V")
 
 
@@ -157,7 +100,7 @@ def multihead_attention():
 def grouped_query_attention():
     return run_layer(attention.GroupedQueryAttention(D, D, T, dropout=0.0, num_heads=2 * HEADS, num_kv_heads=HEADS),
                      f"GroupedQueryAttention: {HEADS} key/value heads, each shared by 2 of the {2 * HEADS} query "
-                     "heads (the Expand)", hide_shape_ops=("Reshape", "Permute", "Index"))
+                     "heads (repeat_interleave: unsqueeze, expand, reshape)", hide_shape_ops=(ops.Reshape, ops.Permute, ops.Index))
 
 
 def transformer_block():

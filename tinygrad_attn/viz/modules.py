@@ -21,6 +21,7 @@ import numpy as np
 
 from ..nn.module import register_module_forward_hook, register_module_forward_pre_hook
 from ..tensor import Tensor
+from .names import record_names
 
 
 def _tensors(obj, kinds=(Tensor,)):
@@ -34,8 +35,9 @@ def _tensors(obj, kinds=(Tensor,)):
     return []
 
 
-class record_modules:
-    """Context manager recording, during a forward pass of `model`, the module call behind each tensor.
+class record_modules(record_names):
+    """Context manager recording, during a forward pass of `model`, the module call behind each
+    tensor, and (as record_names does) the variable each tensor was first bound to.
 
     The record keeps the recorded tensors alive (their ids are its keys); drop it when drawn.
     calls: {path: (class name, path of the enclosing call or None)} in the order calls began;
@@ -45,6 +47,7 @@ class record_modules:
     def __init__(self, model):
         if not hasattr(model, "named_modules"):
             raise TypeError(f"record_modules needs an nn.Module, got {type(model).__name__}")
+        super().__init__()
         self.model = model
         self.calls = {}
         self._path = {}
@@ -55,9 +58,10 @@ class record_modules:
 
     def __enter__(self):
         self._handles = [register_module_forward_pre_hook(self._before), register_module_forward_hook(self._after)]
-        return self
+        return super().__enter__()
 
     def __exit__(self, *exc):
+        super().__exit__(*exc)
         for handle in self._handles:
             handle.remove()
         self._handles, self._stack = [], []
