@@ -15,6 +15,12 @@ def test_readme_line_counts_match_the_files():
     assert not wrong, "update the README's layout table: " + "; ".join(wrong)
 
 
+def test_readme_lists_every_module_of_the_package():
+    listed = {path for path, _ in ROW.findall((ROOT / "README.md").read_text())}
+    files = {str(p.relative_to(ROOT)) for p in (ROOT / "tinygrad_attn").rglob("*.py") if p.name != "__init__.py"}
+    assert files <= listed, f"add to the README's layout table: {sorted(files - listed)}"
+
+
 def test_readme_shows_the_two_commands_ci_relies_on():
     text = (ROOT / "README.md").read_text()
     assert "make train" in text and "make test" in text
