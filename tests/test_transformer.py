@@ -3,6 +3,7 @@ gradients of the whole model, PyTorch parity, and generate()'s sampling and mode
 
 import dataclasses
 import json
+import re
 
 import numpy as np
 import pytest
@@ -215,12 +216,23 @@ def test_sample_next_token_follows_softmax_of_logits_over_temperature():
     assert sample_next_token(logits[:2]).dtype == np.int64 and sample_next_token(logits[:2]).shape == (2, 1)
 
 
+@pytest.mark.parametrize("temperature", [-1, float("nan"), float("inf"), -float("inf"), "1.0", None])
+def test_generate_refuses_a_temperature_that_is_not_a_finite_number_at_least_0(temperature):
+    with pytest.raises(ValueError, match=rf"temperature must be a finite number >= 0 \(0 = greedy\), "
+                                         rf"got {re.escape(repr(temperature))}"):
+        tiny().generate(ids(1, 2), 3, temperature=temperature)
+
+
+@pytest.mark.parametrize("top_k", [0, 8, -1, 2.0, 2.5, float("nan"), "3"])
+def test_generate_refuses_a_top_k_that_is_not_an_integer_in_range(top_k):
+    with pytest.raises(ValueError, match=rf"top_k must be an integer in \[1, vocab_size=7\], "
+                                         rf"got {re.escape(repr(top_k))}"):
+        tiny().generate(ids(1, 2), 3, top_k=top_k)
+
+
 def test_generate_argument_errors():
     m = tiny()
-    with pytest.raises(ValueError, match=r"temperature must be >= 0 \(0 = greedy\), got -1"):
-        m.generate(ids(1, 2), 3, temperature=-1)
-    with pytest.raises(ValueError, match=r"top_k must be in \[1, vocab_size=7\], got 8"):
-        m.generate(ids(1, 2), 3, top_k=8)
+    assert m.generate(ids(1, 2), 2, temperature=np.float32(0.5), top_k=np.int64(3)).shape == (1, 4)  # numpy numbers
     with pytest.raises(ValueError, match=r"max_new_tokens must be a non-negative integer, got -2"):
         m.generate(ids(1, 2), -2)
     with pytest.raises(ValueError, match=r"a prompt of token ids \(batch, num_tokens >= 1\), got shape \(3,\)"):

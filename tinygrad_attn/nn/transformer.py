@@ -14,6 +14,8 @@ the book's own LayerNorm names them scale, shift).
 """
 
 import dataclasses
+import math
+import numbers
 from typing import Optional
 
 import numpy as np
@@ -210,10 +212,10 @@ class Transformer(Module):
                              f"got shape {tokens.shape}")
         if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
             raise ValueError(f"max_new_tokens must be a non-negative integer, got {max_new_tokens!r}")
-        if temperature < 0:
-            raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
-        if top_k is not None and not 1 <= top_k <= self.cfg.vocab_size:
-            raise ValueError(f"top_k must be in [1, vocab_size={self.cfg.vocab_size}], got {top_k}")
+        if not (isinstance(temperature, numbers.Real) and 0 <= temperature < math.inf):  # NaN fails both
+            raise ValueError(f"temperature must be a finite number >= 0 (0 = greedy), got {temperature!r}")
+        if top_k is not None and not (isinstance(top_k, numbers.Integral) and 1 <= top_k <= self.cfg.vocab_size):
+            raise ValueError(f"top_k must be an integer in [1, vocab_size={self.cfg.vocab_size}], got {top_k!r}")
         limit = self.cfg.context_length
         if use_cache and tokens.shape[1] + max_new_tokens > limit:
             raise ValueError(f"a prompt of {tokens.shape[1]} tokens plus max_new_tokens={max_new_tokens} exceeds "
