@@ -37,9 +37,11 @@ def left_padded(rows, width, pad_value=0.0):
     return batch, mask
 
 
-def torch_attention_twin(torch, d_in, d_out, context_length, num_heads, num_kv_heads, qkv_bias=False):
-    """A PyTorch module with MultiHeadAttention's / GroupedQueryAttention's state_dict names,
-    computing with F.scaled_dot_product_attention (enable_gqa when num_kv_heads < num_heads), in float64."""
+def torch_attention_twin(torch, d_in, d_out, context_length, num_heads, num_kv_heads, qkv_bias=False, window=None,
+                         causal=True):
+    """A PyTorch module with the state_dict names of MultiHeadAttention / GroupedQueryAttention (or, with a
+    window, SlidingWindowAttention; causal=False, BidirectionalAttention), computing with
+    F.scaled_dot_product_attention (enable_gqa when num_kv_heads < num_heads), in float64."""
     head_dim = d_out // num_heads
 
     class TorchAttention(torch.nn.Module):
@@ -49,14 +51,18 @@ def torch_attention_twin(torch, d_in, d_out, context_length, num_heads, num_kv_h
             self.W_key = torch.nn.Linear(d_in, num_kv_heads * head_dim, bias=qkv_bias)
             self.W_value = torch.nn.Linear(d_in, num_kv_heads * head_dim, bias=qkv_bias)
             self.out_proj = torch.nn.Linear(d_out, d_out)
-            self.register_buffer("mask", torch.triu(torch.ones(context_length, context_length), diagonal=1))
+            if causal:  # the book's float buffer: 1 above the diagonal (and, with a window, below the band)
+                blocked = torch.triu(torch.ones(context_length, context_length), diagonal=1)
+                if window is not None:
+                    blocked += torch.tril(torch.ones(context_length, context_length), diagonal=-window)
+                self.register_buffer("mask", blocked)
 
         def forward(self, x, attention_mask=None):
             b, T, _ = x.shape
             q = self.W_query(x).view(b, T, num_heads, head_dim).transpose(1, 2)  # (b, H, T, hd)
             k = self.W_key(x).view(b, T, num_kv_heads, head_dim).transpose(1, 2)  # (b, H_kv, T, hd)
             v = self.W_value(x).view(b, T, num_kv_heads, head_dim).transpose(1, 2)  # (b, H_kv, T, hd)
-            allowed = ~self.mask[:T, :T].bool()  # (T, T), True = may attend
+            allowed = ~self.mask[:T, :T].bool() if causal else torch.ones(T, T, dtype=torch.bool)  # True = may attend
             if attention_mask is not None:
                 allowed = allowed & attention_mask.bool()[:, None, None, :]  # (b, 1, T, T)
             ctx = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=allowed,
@@ -64,6 +70,30 @@ def torch_attention_twin(torch, d_in, d_out, context_length, num_heads, num_kv_h
             return self.out_proj(ctx.transpose(1, 2).reshape(b, T, d_out))  # (b, T, d_out)
 
     return TorchAttention().double()
+
+
+def torch_latent_twin(torch, d_in, d_out, num_heads, kv_latent_dim, qkv_bias=False):
+    """MultiHeadLatentAttention (without RoPE) in PyTorch, with its state_dict names, float64."""
+    head_dim = d_out // num_heads
+
+    class TorchLatentAttention(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.W_query = torch.nn.Linear(d_in, d_out, bias=qkv_bias)
+            self.W_kv_down = torch.nn.Linear(d_in, kv_latent_dim, bias=qkv_bias)
+            self.W_key_up = torch.nn.Linear(kv_latent_dim, d_out, bias=False)
+            self.W_value_up = torch.nn.Linear(kv_latent_dim, d_out, bias=False)
+            self.out_proj = torch.nn.Linear(d_out, d_out)
+
+        def forward(self, x):
+            b, T, _ = x.shape
+            heads = lambda t: t.view(b, T, num_heads, head_dim).transpose(1, 2)  # noqa: E731  (b, H, T, hd)
+            latent = self.W_kv_down(x)  # (b, T, kv_latent_dim)
+            ctx = torch.nn.functional.scaled_dot_product_attention(
+                heads(self.W_query(x)), heads(self.W_key_up(latent)), heads(self.W_value_up(latent)), is_causal=True)
+            return self.out_proj(ctx.transpose(1, 2).reshape(b, T, d_out))  # (b, T, d_out)
+
+    return TorchLatentAttention().double()
 
 
 def torch_gpt_twin(torch, cfg):

@@ -1,33 +1,46 @@
-"""KV cache: incremental decoding equals the full forward pass, for the layers and the model,
-with learned positions and with RoPE; GQA's smaller cache; the mask at absolute positions;
-reset and the context_length limit; greedy generation with and without the cache."""
+"""KV cache: incremental decoding equals the full forward pass, for the layers and the model
+(mha, gqa, mqa, sliding window alone and with GQA, latent attention), with learned positions
+and with RoPE, prefilled in one call or in chunks; GQA's smaller cache, the sliding window's
+flat one, the latent cache; the mask at absolute positions; reset and the context_length
+limit; greedy generation with and without the cache."""
 
 import numpy as np
 import pytest
 
 from tinygrad_attn import Tensor, manual_seed
-from tinygrad_attn.nn import GroupedQueryAttention, MultiHeadAttention, Transformer, TransformerConfig
+from tinygrad_attn.nn import (GroupedQueryAttention, MultiHeadAttention, MultiHeadLatentAttention,
+                              SlidingWindowAttention, Transformer, TransformerConfig)
 
-from attention_testing import kv_heads_of, left_padded, randn, to_float64
+from attention_testing import left_padded, randn, to_float64
 
-KINDS = [("mha", None), ("gqa", 2), ("mqa", None)]
+LAYER_KINDS = ["mha", "gqa", "mqa", "swa", "swa_gqa", "swa_1", "mla"]
+# The model's attention: extra TransformerConfig options of each kind (the local:global stack mixes layers).
+MODEL_KINDS = {"mha": {}, "gqa": dict(num_kv_heads=2), "mqa": dict(num_kv_heads=1),
+               "swa": dict(window=3, layer_pattern="LG"), "swa_gqa": dict(window=3, num_kv_heads=2),
+               "mla": dict(kv_latent_dim=3)}
 CHUNKS = [3, 1, 2, 1]  # prefill 3 tokens, then 1, 2 and 1 per call
+# Prefill in one call, then one token a call; or in chunks, some longer than the window of 3
+CHUNKINGS = [[7], [1] * 7, CHUNKS, [5, 2], [2, 4, 1]]
 
 
 def attention_layer(kind, rope, d=8, num_heads=4, context_length=8):
+    """A float64 layer of each kind: swa has window 3 (swa_1 window 1: each token sees only itself)."""
     manual_seed(0)
-    if kind == "mha":
-        layer = MultiHeadAttention(d, d, context_length, 0.0, num_heads, qkv_bias=True, rope=rope)
-    else:
-        num_kv = {"gqa": 2, "mqa": 1}[kind]
-        layer = GroupedQueryAttention(d, d, context_length, 0.0, num_heads, num_kv, qkv_bias=True, rope=rope)
+    sizes = (d, d, context_length, 0.0, num_heads)
+    layer = {"mha": lambda: MultiHeadAttention(*sizes, qkv_bias=True, rope=rope),
+             "gqa": lambda: GroupedQueryAttention(*sizes, 2, qkv_bias=True, rope=rope),
+             "mqa": lambda: GroupedQueryAttention(*sizes, 1, qkv_bias=True, rope=rope),
+             "swa": lambda: SlidingWindowAttention(*sizes, 3, qkv_bias=True, rope=rope),
+             "swa_gqa": lambda: SlidingWindowAttention(*sizes, 3, num_kv_heads=2, qkv_bias=True, rope=rope),
+             "swa_1": lambda: SlidingWindowAttention(*sizes, 1, qkv_bias=True, rope=rope),
+             "mla": lambda: MultiHeadLatentAttention(*sizes, 3, qkv_bias=True, rope=rope)}[kind]()
     return to_float64(layer)
 
 
-def model(kind, num_kv_heads, positions, context_length=12, dropout=0.0):
+def model(kind, positions, context_length=12, dropout=0.0):
     manual_seed(1)
     cfg = TransformerConfig(vocab_size=11, context_length=context_length, d_model=8, num_layers=2, num_heads=4,
-                            num_kv_heads=kv_heads_of(kind, num_kv_heads), positions=positions, dropout=dropout)
+                            positions=positions, dropout=dropout, **MODEL_KINDS[kind])
     return to_float64(Transformer(cfg)).eval()
 
 
@@ -45,26 +58,25 @@ def in_chunks(fn, x, chunks, mask=None):
 # The attention layers
 # ---------------------------------------------------------------------------------------
 
+@pytest.mark.parametrize("chunks", CHUNKINGS, ids=lambda c: "+".join(map(str, c)))
 @pytest.mark.parametrize("rope", [False, True], ids=["no_positions", "rope"])
-@pytest.mark.parametrize("kind", ["mha", "gqa", "mqa"])
-def test_layer_incremental_decoding_equals_full_forward(kind, rope):
+@pytest.mark.parametrize("kind", LAYER_KINDS)
+def test_layer_incremental_decoding_equals_full_forward(kind, rope, chunks):
     layer = attention_layer(kind, rope)
     x = randn(2, 7, 8)
     full = layer(x).numpy()
-    np.testing.assert_allclose(in_chunks(layer, x, CHUNKS), full, rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(in_chunks(layer, x, chunks), full, rtol=1e-12, atol=1e-13)
     assert layer.ptr_current_pos == 7
-    layer.reset_cache()
-    np.testing.assert_allclose(in_chunks(layer, x, [1] * 7), full, rtol=1e-12, atol=1e-13)
 
 
-@pytest.mark.parametrize("kind", ["mha", "gqa"])
+@pytest.mark.parametrize("kind", ["mha", "gqa", "swa_gqa", "mla"])
 def test_layer_incremental_decoding_with_left_padding(kind):
     layer = attention_layer(kind, rope=True)
     x = randn(2, 7, 8)
     mask = np.array([[0, 0, 0, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1, 1]])
     full = layer(x, attention_mask=mask).numpy()
     np.testing.assert_allclose(in_chunks(layer, x, CHUNKS, mask), full, rtol=1e-12, atol=1e-13)
-    assert layer.cache_pad.shape == (2, 7)
+    assert layer.cache_pad.shape == (2, 2 if kind.startswith("swa") else 7)  # the padding of the cached tokens
     layer.reset_cache()
     # the padding of the prompt only; the decoded tokens pass no mask and count as real
     np.testing.assert_allclose(in_chunks(layer, x, CHUNKS, np.pad(mask[:, :3], ((0, 0), (0, 4)), constant_values=1)),
@@ -86,6 +98,29 @@ def test_gqa_cache_holds_kv_heads_before_sharing():
     assert nbytes(mha) == 2 * 2 * 4 * 5 * 2 * 8  # keys and values, float64
     assert nbytes(gqa) * 4 == nbytes(mha) * 2  # num_kv_heads / num_heads of MHA's
     assert nbytes(mqa) * 4 == nbytes(mha)
+
+
+def test_sliding_window_cache_stays_flat_however_long_the_generation():
+    layer = attention_layer("swa_gqa", rope=True, context_length=40)
+    x = randn(1, 40, 8)
+    full = layer(x).numpy()
+    outs = [layer(x[:, :6], use_cache=True).numpy()]
+    assert layer.cache_k.shape == layer.cache_v.shape == (1, 2, 2, 2)  # window - 1 = 2 tokens of 2 kv heads
+    for t in range(6, 40):
+        outs.append(layer(x[:, t:t + 1], use_cache=True).numpy())
+        assert layer.cache_k.shape == (1, 2, 2, 2) and layer.cache_k.numpy().nbytes == 2 * 2 * 2 * 8
+        assert layer.last_attn_weights.shape == (1, 4, 1, 3)  # one query reads the window: 2 cached + its own
+    np.testing.assert_allclose(np.concatenate(outs, axis=1), full, rtol=1e-12, atol=1e-13)
+    assert layer.ptr_current_pos == 40
+
+
+def test_latent_cache_holds_only_the_latents():
+    layer = attention_layer("mla", rope=True)
+    layer(randn(2, 5, 8), use_cache=True)
+    assert len(layer.cache) == 1 and layer.cache_latent.shape == (2, 5, 3)  # (b, T, kv_latent_dim): no heads
+    assert layer.cache_k is None and layer.cache_v is None
+    layer.reset_cache()
+    assert layer.cache_latent is None
 
 
 def test_causal_mask_is_aligned_to_absolute_positions():
@@ -137,24 +172,25 @@ def test_forward_without_cache_leaves_the_cache_alone():
 # ---------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("positions", ["learned", "rope"])
-@pytest.mark.parametrize("kind, num_kv_heads", KINDS)
-def test_model_incremental_decoding_equals_full_forward(kind, num_kv_heads, positions):
-    m = model(kind, num_kv_heads, positions)
+@pytest.mark.parametrize("kind", MODEL_KINDS)
+def test_model_incremental_decoding_equals_full_forward(kind, positions):
+    m = model(kind, positions)
     idx = np.random.default_rng(2).integers(0, 11, size=(2, 7))
     full = m(Tensor(idx)).numpy()
-    np.testing.assert_allclose(in_chunks(m, idx, CHUNKS), full, rtol=1e-11, atol=1e-12)
-    assert m.current_pos == 7 and all(block.att.ptr_current_pos == 7 for block in m.trf_blocks)
-    m.reset_cache()
-    assert m.current_pos == 0 and all(block.att.cache_k is None for block in m.trf_blocks)
+    for chunks in (CHUNKS, [5, 2]):
+        np.testing.assert_allclose(in_chunks(m, idx, chunks), full, rtol=1e-11, atol=1e-12)
+        assert m.current_pos == 7 and all(block.att.ptr_current_pos == 7 for block in m.trf_blocks)
+        m.reset_cache()
+    assert m.current_pos == 0 and all(block.att.cache is None for block in m.trf_blocks)
     mask = np.array([[0, 0, 1, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1, 1]])
     np.testing.assert_allclose(in_chunks(m, idx, CHUNKS, mask), m(Tensor(idx), attention_mask=mask).numpy(),
                                rtol=1e-11, atol=1e-12)
 
 
 @pytest.mark.parametrize("positions", ["learned", "rope"])
-@pytest.mark.parametrize("kind, num_kv_heads", KINDS)
-def test_greedy_generation_with_and_without_cache_is_identical(kind, num_kv_heads, positions):
-    m = model(kind, num_kv_heads, positions)
+@pytest.mark.parametrize("kind", MODEL_KINDS)
+def test_greedy_generation_with_and_without_cache_is_identical(kind, positions):
+    m = model(kind, positions)
     prompt = Tensor(np.array([[1, 2, 3], [4, 5, 6]]))
     cached = m.generate(prompt, 8, temperature=0.0, use_cache=True)
     uncached = m.generate(prompt, 8, temperature=0.0, use_cache=False)
@@ -169,7 +205,7 @@ def test_greedy_generation_with_and_without_cache_is_identical(kind, num_kv_head
 @pytest.mark.parametrize("positions", ["learned", "rope"])
 @pytest.mark.parametrize("use_cache", [True, False])
 def test_generation_of_a_left_padded_batch_equals_each_prompt_alone(positions, use_cache):
-    m = model("gqa", 2, positions)
+    m = model("gqa", positions)
     prompts = [np.array([3, 1, 4, 1, 5]), np.array([9, 2]), np.array([6])]
     idx, mask = left_padded(prompts, 5)
     out = m.generate(Tensor(idx), 5, temperature=0.0, use_cache=use_cache, attention_mask=Tensor(mask)).numpy()
@@ -179,7 +215,7 @@ def test_generation_of_a_left_padded_batch_equals_each_prompt_alone(positions, u
 
 
 def test_model_cache_past_context_length_is_an_error():
-    m = model("mha", None, "learned", context_length=6)
+    m = model("mha", "learned", context_length=6)
     m(Tensor(np.zeros((1, 4), dtype=np.int64)), use_cache=True)
     with pytest.raises(ValueError, match=r"3 new tokens after the 4 in the KV cache would make 7, more than "
                                          r"context_length=6; call reset_cache"):

@@ -36,6 +36,8 @@ def test_the_public_edges_convert_to_true_blocked():
         padding_mask(np.array([[1, 2]]), (1, 2))
     with pytest.raises(ValueError, match=r"input's shape without its last dim, \(1, 3\), got \(1, 2\)"):
         padding_mask(np.ones((1, 2)), (1, 3))
+    with pytest.raises(ValueError, match=r"^memory_mask must have the memory's shape without its last dim"):
+        padding_mask(np.ones((1, 2)), (1, 3), name="memory_mask", of="memory")  # cross-attention's own mask
 
 
 def test_mask_scores_fills_blocked_and_padding_keys_with_minus_infinity():

@@ -38,6 +38,10 @@ def test_config_fills_in_num_kv_heads_and_is_json_able():
     assert [TransformerConfig(10, 8, num_heads=4, num_kv_heads=kv).attention for kv in (4, 2, 1)] == ["mha", "gqa", "mqa"]
     cfg = TransformerConfig(10, 8, num_heads=4, num_kv_heads=2, positions="rope")
     assert TransformerConfig(**json.loads(json.dumps(dataclasses.asdict(cfg)))) == cfg
+    local = TransformerConfig(10, 8, num_heads=4, window=3, layer_pattern="LLG")
+    assert TransformerConfig(**json.loads(json.dumps(dataclasses.asdict(local)))) == local
+    old_run = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("window", "layer_pattern", "kv_latent_dim")}
+    assert TransformerConfig(**old_run) == cfg  # a run saved before these options loads unchanged
 
 
 @pytest.mark.parametrize("kwargs, message", [

@@ -43,7 +43,8 @@ KV_HEADS = {"mha": lambda heads: heads, "gqa": lambda heads: max(1, heads // 2),
 # say "d_model=30", shown here as "--d-model 30".
 FLAGS = {"num_symbols": "--num-symbols", "min_len": "--min-len", "max_len": "--max-len", "d_model": "--d-model",
          "num_heads": "--heads", "num_kv_heads": "--kv-heads", "num_layers": "--layers",
-         "context_length": "--context-length", "dropout": "--dropout"}
+         "context_length": "--context-length", "dropout": "--dropout",
+         "window": "--window", "layer_pattern": "--layer-pattern", "kv_latent_dim": "--kv-latent-dim"}
 
 
 def build_parser():
@@ -65,6 +66,12 @@ def build_parser():
                    help="key/value heads (gqa: default heads/2; mha: = heads; mqa: 1)")
     g.add_argument("--positions", choices=("learned", "rope"), default="learned", help="position encoding")
     g.add_argument("--dropout", type=float, default=0.0, help="dropout probability")
+    g.add_argument("--window", type=int, default=None,
+                   help="sliding-window attention: each token sees this many most recent tokens (itself included)")
+    g.add_argument("--layer-pattern", default=None,
+                   help="the layers the window applies to, repeated: L local, G global (default L; Gemma 3: LLLLLG)")
+    g.add_argument("--kv-latent-dim", type=int, default=None,
+                   help="multi-head latent attention (DeepSeek-V2): cache a latent of this size, not keys and values")
     g.add_argument("--context-length", type=int, default=None,
                    help="positions the model has (default: 2 * max-len + 1, what the task needs)")
     g = p.add_argument_group("training")
@@ -123,7 +130,8 @@ def parse_args(argv=None):
 def make_model_config(args):
     return TransformerConfig(vocab_size=args.num_symbols + FIRST_SYMBOL, context_length=args.context_length,
                              d_model=args.d_model, num_layers=args.layers, num_heads=args.heads,
-                             num_kv_heads=args.kv_heads, positions=args.positions, dropout=args.dropout)
+                             num_kv_heads=args.kv_heads, positions=args.positions, dropout=args.dropout,
+                             window=args.window, layer_pattern=args.layer_pattern, kv_latent_dim=args.kv_latent_dim)
 
 
 def train_step(model, optimizer, task, data_rng, args, step):

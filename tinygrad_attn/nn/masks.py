@@ -31,20 +31,20 @@ def causal_blocked(T_q, T_k, offset=None, window=None):
     return blocked
 
 
-def padding_mask(attention_mask, shape):
+def padding_mask(attention_mask, shape, name="attention_mask", of="input"):
     """attention_mask (1 = real token, 0 = padding) as a bool numpy array of `shape`, True at padding.
 
-    None if there is no mask or nothing is padding. ValueError for another shape or other values.
+    None if there is no mask or nothing is padding. ValueError for another shape or other values,
+    naming the argument (`name`) and whose shape it must have (`of`: the input, the memory).
     """
     if attention_mask is None:
         return None
     mask = np.asarray(attention_mask.data if isinstance(attention_mask, Tensor) else attention_mask)
     if mask.shape != tuple(shape):
-        raise ValueError(f"attention_mask must have the input's shape without its last dim, {tuple(shape)}, "
-                         f"got {mask.shape}")
+        raise ValueError(f"{name} must have the {of}'s shape without its last dim, {tuple(shape)}, got {mask.shape}")
     pad = mask == 0
     if not (pad | (mask == 1)).all():
-        raise ValueError(f"attention_mask holds 1 for real tokens and 0 for padding, got the values "
+        raise ValueError(f"{name} holds 1 for real tokens and 0 for padding, got the values "
                          f"{np.unique(mask[~pad & (mask != 1)])[:5].tolist()}")
     return pad if pad.any() else None
 

@@ -1,8 +1,9 @@
 """A small decoder-only transformer on the attention ladder: the book's chapter 4 GPTModel,
-with a choice of attention (mha, gqa, mqa) and positions (learned or RoPE), a KV cache and
-generate().
+with a choice of attention (mha, gqa, mqa; sliding-window layers; latent attention) and
+positions (learned or RoPE), a KV cache and generate().
 
     cfg = TransformerConfig(vocab_size=12, context_length=32, num_heads=4, num_kv_heads=2)  # GQA
+    cfg = TransformerConfig(12, 32, num_layers=6, window=8, layer_pattern="LLLLLG")  # Gemma 3's 5:1
     model = Transformer(cfg)
     logits = model(idx)                                   # (B, T) int64 -> (B, T, vocab_size)
     out = model.generate(idx, 10, temperature=0.0)        # greedy, with the KV cache
@@ -21,7 +22,8 @@ from typing import Optional
 import numpy as np
 
 from ..tensor import Tensor, default_rng, int64, no_grad
-from .attention import GroupedQueryAttention, MultiHeadAttention, check_fits
+from .attention import (GroupedQueryAttention, MultiHeadAttention, MultiHeadLatentAttention, SlidingWindowAttention,
+                        check_fits)
 from .layers import Dropout, Embedding, GELU, LayerNorm, Linear
 from .masks import padding_mask
 from .module import Module, ModuleList, Sequential
@@ -37,6 +39,12 @@ class TransformerConfig:
     num_kv_heads (default num_heads) says which attention: num_heads is multi-head attention,
     a divisor of it grouped-query, 1 multi-query (`attention` names it). positions: "learned"
     (an Embedding of positions, as GPT-2) or "rope". dataclasses.asdict(cfg) is JSON-able.
+
+    window makes layers local (SlidingWindowAttention: each token sees the `window` most recent,
+    itself included), with their num_kv_heads; layer_pattern says which, repeated over the
+    layers: "L" local, "G" global (ordinary causal attention), default "L" (every layer local,
+    as Mistral 7B); Gemma 2 is "LG", Gemma 3 "LLLLLG". kv_latent_dim makes every layer
+    multi-head latent attention (DeepSeek-V2) with a latent of that size.
     """
 
     vocab_size: int
@@ -48,6 +56,9 @@ class TransformerConfig:
     positions: str = "learned"
     dropout: float = 0.0
     qkv_bias: bool = False
+    window: Optional[int] = None
+    layer_pattern: Optional[str] = None
+    kv_latent_dim: Optional[int] = None
 
     def __post_init__(self):
         for name in ("vocab_size", "context_length", "d_model", "num_layers", "num_heads"):
@@ -68,11 +79,37 @@ class TransformerConfig:
             self.num_kv_heads = self.num_heads
         if not isinstance(self.num_kv_heads, int) or self.num_kv_heads < 1 or self.num_heads % self.num_kv_heads:
             raise ValueError(f"num_kv_heads={self.num_kv_heads!r} does not divide num_heads={self.num_heads}")
+        if self.window is not None:
+            if not (isinstance(self.window, int) and 1 <= self.window <= self.context_length):
+                raise ValueError(f"window={self.window!r} must be an integer between 1 and "
+                                 f"context_length={self.context_length}")
+            self.layer_pattern = "L" if self.layer_pattern is None else self.layer_pattern
+        if self.layer_pattern is not None:
+            if self.window is None:
+                raise ValueError(f"layer_pattern={self.layer_pattern!r} says which layers are local, but there is "
+                                 "no window")
+            if not isinstance(self.layer_pattern, str) or not self.layer_pattern or set(self.layer_pattern) - set("LG"):
+                raise ValueError(f"layer_pattern={self.layer_pattern!r} must be a string of L (local) and "
+                                 "G (global) layers")
+        if self.kv_latent_dim is not None:
+            if not isinstance(self.kv_latent_dim, int) or self.kv_latent_dim < 1:
+                raise ValueError(f"kv_latent_dim={self.kv_latent_dim!r} must be a positive integer")
+            if self.window is not None or self.num_kv_heads != self.num_heads:
+                raise ValueError(f"latent attention (kv_latent_dim={self.kv_latent_dim}) up-projects keys and values "
+                                 f"for every head and every earlier token: it takes no window (got {self.window}) and "
+                                 f"no num_kv_heads (got {self.num_kv_heads} of num_heads={self.num_heads})")
 
     @property
     def attention(self):
-        """'mha', 'gqa' or 'mqa', from num_kv_heads."""
+        """'mha', 'gqa' or 'mqa', from num_kv_heads; 'mla' with a kv_latent_dim."""
+        if self.kv_latent_dim is not None:
+            return "mla"
         return "mha" if self.num_kv_heads == self.num_heads else "mqa" if self.num_kv_heads == 1 else "gqa"
+
+    def layer_window(self, i):
+        """The window of layer i (0-based): `window` for a local layer of layer_pattern, None for a global one."""
+        local = self.window is not None and self.layer_pattern[i % len(self.layer_pattern)] == "L"
+        return self.window if local else None
 
 
 def position_ids(pad, num_tokens, num_real=0):
@@ -101,16 +138,20 @@ class FeedForward(Module):
 class TransformerBlock(Module):
     """Pre-LayerNorm block (the book's TransformerBlock): x + att(norm1(x)), then x + ff(norm2(x)),
     with dropout on each branch before it is added back. x (b, num_tokens, d_model), same shape out.
+    window: this layer's sliding window (cfg.layer_window(i)), None for attention to every earlier token.
     """
 
-    def __init__(self, cfg):
-        rope = cfg.positions == "rope"
-        if cfg.num_kv_heads == cfg.num_heads:
-            self.att = MultiHeadAttention(cfg.d_model, cfg.d_model, cfg.context_length, cfg.dropout, cfg.num_heads,
-                                          cfg.qkv_bias, rope)
+    def __init__(self, cfg, window=None):
+        sizes = (cfg.d_model, cfg.d_model, cfg.context_length, cfg.dropout, cfg.num_heads)
+        options = dict(qkv_bias=cfg.qkv_bias, rope=cfg.positions == "rope")
+        if cfg.kv_latent_dim is not None:
+            self.att = MultiHeadLatentAttention(*sizes, cfg.kv_latent_dim, **options)
+        elif window is not None:
+            self.att = SlidingWindowAttention(*sizes, window, cfg.num_kv_heads, **options)
+        elif cfg.num_kv_heads == cfg.num_heads:
+            self.att = MultiHeadAttention(*sizes, **options)
         else:  # grouped-query, or multi-query with num_kv_heads = 1
-            self.att = GroupedQueryAttention(cfg.d_model, cfg.d_model, cfg.context_length, cfg.dropout,
-                                             cfg.num_heads, cfg.num_kv_heads, cfg.qkv_bias, rope)
+            self.att = GroupedQueryAttention(*sizes, cfg.num_kv_heads, **options)
         self.ff = FeedForward(cfg)
         self.norm1 = LayerNorm(cfg.d_model)
         self.norm2 = LayerNorm(cfg.d_model)
@@ -153,7 +194,7 @@ class Transformer(Module):
         self.tok_emb = Embedding(cfg.vocab_size, cfg.d_model)
         self.pos_emb = Embedding(cfg.context_length, cfg.d_model) if cfg.positions == "learned" else None
         self.drop_emb = Dropout(cfg.dropout)
-        self.trf_blocks = ModuleList([TransformerBlock(cfg) for _ in range(cfg.num_layers)])
+        self.trf_blocks = ModuleList([TransformerBlock(cfg, cfg.layer_window(i)) for i in range(cfg.num_layers)])
         self.final_norm = LayerNorm(cfg.d_model)
         self.out_head = Linear(cfg.d_model, cfg.vocab_size, bias=False)
         self.reset_cache()
@@ -242,6 +283,20 @@ class Transformer(Module):
         return Tensor(tokens, dtype=int64)
 
 
+def convert_to_grouped_query(model, num_kv_heads):
+    """Make a trained multi-head Transformer grouped-query, in place: every layer's attention becomes
+    GroupedQueryAttention.from_multihead(att, num_kv_heads) (key/value heads mean-pooled per group)
+    and model.cfg.num_kv_heads says so. Returns the model; its old parameters are gone, so make a new
+    optimizer to uptrain it.
+    """
+    cfg = dataclasses.replace(model.cfg, num_kv_heads=num_kv_heads)  # checks that it divides num_heads
+    converted = [GroupedQueryAttention.from_multihead(block.att, num_kv_heads) for block in model.trf_blocks]
+    for block, att in zip(model.trf_blocks, converted):  # all or nothing: from_multihead may refuse a layer
+        block.att = att
+    model.cfg = cfg
+    return model
+
+
 def sample_next_token(logits, temperature=1.0, top_k=None):
     """One token per row from logits (b, vocab_size), a numpy array; returns int64 (b, 1).
 
@@ -263,4 +318,5 @@ def sample_next_token(logits, temperature=1.0, top_k=None):
     return (cdf <= threshold).sum(axis=-1, keepdims=True).astype(int64)  # first index whose cdf exceeds it
 
 
-__all__ = ["TransformerConfig", "Transformer", "TransformerBlock", "FeedForward", "position_ids", "sample_next_token"]
+__all__ = ["TransformerConfig", "Transformer", "TransformerBlock", "FeedForward", "position_ids",
+           "convert_to_grouped_query", "sample_next_token"]
