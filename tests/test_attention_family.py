@@ -5,6 +5,8 @@ test_kv_cache.py, the cache memory in test_kv_cache_memory.py."""
 
 import io
 import shutil
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -540,3 +542,13 @@ def test_the_new_options_errors_name_the_flags(capsys):
             train.parse_args(argv)
         assert message in capsys.readouterr().err
 
+
+def test_the_mha_to_gqa_benchmark_runs(capsys):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/ is not installed
+    from benchmarks import mha_to_gqa
+    mha_to_gqa.main(["--kv-heads", "2", "--eval-size", "20", "--", *SMALL])
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split("  ")[1].strip() for line in lines[1:]] == [
+        "multi-head, as trained", "2 kv heads, right after pooling", "2 kv heads, after uptraining",
+        "2 kv heads, from scratch, as long"]
+    assert "100.0% exact" in lines[1]  # the trained model copies
