@@ -6,9 +6,10 @@ import sys
 import numpy as np
 import pytest
 
-from tinygrad_attn.text import (SEPARATOR, TextDataset, bigram_loss, heldout_names, load_corpus, nats_per_char,
-                                perplexity, split_corpus, unigram_loss)
-from tinygrad_attn.tokenizers import CharTokenizer
+from tinygrad_attn.text import (SEPARATOR, TOKENIZERS, TextDataset, TextTask, bigram_loss, heldout_names,
+                                load_corpus, nats_per_char, perplexity, split_corpus, tokenizer_from_state,
+                                tokenizer_state, train_tokenizer, unigram_loss)
+from tinygrad_attn.tokenizers import CharTokenizer, TokenizerError
 
 
 @pytest.fixture(scope="module")
@@ -160,3 +161,39 @@ def test_baseline_errors():
         unigram_loss([0, 1], [], vocab_size=3)
     with pytest.raises(ValueError, match=r"train_ids must be a 1-d sequence of at least 2 ids"):
         bigram_loss([0], [1], vocab_size=3)
+
+
+# ----- the task the training loop uses -----
+
+@pytest.mark.parametrize("kind", TOKENIZERS)
+def test_a_text_task_rebuilds_from_its_tokenizer_state(kind, documents):
+    train_text, heldout_text = split_corpus(documents)
+    tokenizer = train_tokenizer(kind, train_text, heldout_text, vocab_size=300)
+    task = TextTask(tokenizer_from_state(tokenizer_state(tokenizer)), context_length=32)
+    assert task.vocab_size == tokenizer.vocab_size
+    assert task.tokenizer.encode(heldout_text[:500]) == tokenizer.encode(heldout_text[:500])
+    assert task.tokenizer.decode(task.heldout_ids[:200].tolist()) == tokenizer.decode(task.heldout_ids[:200].tolist())
+    idx, targets = task.get_batch(np.random.default_rng(0), 4)
+    assert idx.shape == targets.shape == (4, 32) and np.array_equal(idx[:, 1:], targets[:, :-1])
+    assert len(task.heldout) == (len(task.heldout_ids) - 1) // 32  # tiled: each held-out token scored once
+    base = task.baselines()
+    assert base["bigram"] < base["unigram"] < math.log(task.vocab_size)
+    assert task.chars_per_token == pytest.approx(len(heldout_text) / len(task.heldout_ids))
+    assert (task.chars_per_token == 1.0) == (kind == "char")
+
+
+def test_the_char_alphabet_covers_the_held_out_documents_and_bpe_learns_from_training_only(documents):
+    train_text, heldout_text = split_corpus(documents)
+    chars = train_tokenizer("char", train_text, heldout_text)
+    assert set(chars.itos) == set(train_text + heldout_text)
+    bpe = train_tokenizer("bpe", train_text, "unseen text: ignored", vocab_size=260)
+    assert bpe.merges == train_tokenizer("bpe", train_text, heldout_text, vocab_size=260).merges
+    with pytest.raises(ValueError, match=r"tokenizer must be one of \('char', 'bpe'\), got 'word'"):
+        train_tokenizer("word", train_text, heldout_text)
+
+
+@pytest.mark.parametrize("state", [None, {"kind": "sentencepiece"}, {"kind": "char"}, {"kind": "bpe", "merges": 5},
+                                   {"kind": "bpe", "merges": [[1, 2, 3]]}])
+def test_a_malformed_tokenizer_state_is_a_tokenizer_error(state):
+    with pytest.raises(TokenizerError):
+        tokenizer_from_state(state)

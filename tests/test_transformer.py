@@ -205,6 +205,42 @@ def test_generate_sampling_is_repeatable_with_manual_seed_and_top_k_1_is_greedy(
     assert m.generate(prompt, 0).shape == (3, 2)
 
 
+def test_top_p_keeps_the_smallest_set_that_reaches_p():
+    manual_seed(0)
+    logits = np.tile(np.log([0.1, 0.3, 0.6]), (20000, 1))
+    assert set(np.unique(sample_next_token(logits, top_p=0.5))) == {2}  # 0.6 alone reaches 0.5
+    nucleus = sample_next_token(logits, top_p=0.7)[:, 0]  # 0.6 does not reach 0.7; 0.6 + 0.3 does
+    assert set(np.unique(nucleus)) == {1, 2}
+    np.testing.assert_allclose(np.mean(nucleus == 2), 6 / 9, atol=0.015)  # renormalised over the nucleus
+    assert set(np.unique(sample_next_token(logits, top_p=1.0))) == {0, 1, 2}
+    m = tiny().eval()
+    greedy = m.generate(ids(3, 2), 5, temperature=0.0).numpy()
+    np.testing.assert_array_equal(m.generate(ids(3, 2), 5, temperature=1.5, top_p=1e-9).numpy(), greedy)
+
+
+def test_stream_yields_what_generate_appends_and_restores_the_model_when_closed_early():
+    m = tiny()
+    prompt = ids(2, 3)
+    manual_seed(7)
+    whole = m.generate(prompt, 4, top_k=3).numpy()
+    manual_seed(7)
+    tokens = list(m.stream(prompt, 4, top_k=3))
+    assert [t.shape for t in tokens] == [(2, 1)] * 4
+    np.testing.assert_array_equal(np.concatenate([prompt.numpy(), *tokens], axis=1), whole)
+    m.train()
+    stream = m.stream(prompt, 4)
+    next(stream)
+    assert not m.training and m.current_pos == 3  # mid-stream: eval mode, the prompt in the cache
+    stream.close()
+    assert m.training and m.current_pos == 0
+
+
+@pytest.mark.parametrize("top_p", [0, -0.5, 1.5, float("nan"), "0.9"])
+def test_generate_refuses_a_top_p_outside_0_1(top_p):
+    with pytest.raises(ValueError, match=r"top_p must be a number in \(0, 1\], got"):
+        tiny().generate(ids(1, 2), 1, top_p=top_p)
+
+
 def test_sample_next_token_follows_softmax_of_logits_over_temperature():
     manual_seed(0)
     logits = np.tile(np.log([1.0, 3.0, 6.0]), (20000, 1))  # probabilities 0.1, 0.3, 0.6

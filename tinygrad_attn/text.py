@@ -29,6 +29,8 @@ import math
 
 import numpy as np
 
+from .tokenizers import BPETokenizer, CharTokenizer, TokenizerError
+
 SEPARATOR = "\n<|endoftext|>\n"
 
 
@@ -185,3 +187,70 @@ def nats_per_char(nats_per_token, num_tokens, num_chars):
 def perplexity(nats):
     """exp(loss): the number of equally likely choices that would give the same loss."""
     return math.exp(nats)
+
+
+TOKENIZERS = ("char", "bpe")
+
+
+def train_tokenizer(kind, train_text, heldout_text, vocab_size=1000):
+    """The tokenizer a text run uses: "char", every character of the corpus (the held-out
+    documents' too: an alphabet is no peek at the text, and a character the model never trained
+    on would otherwise stop the evaluation), or "bpe", byte-level BPE merges learned on the
+    training documents only, to vocab_size tokens."""
+    if kind == "char":
+        return CharTokenizer.train(train_text + heldout_text)
+    if kind == "bpe":
+        return BPETokenizer.train(train_text, vocab_size)
+    raise ValueError(f"tokenizer must be one of {TOKENIZERS}, got {kind!r}")
+
+
+def tokenizer_state(tokenizer):
+    """What rebuilds the tokenizer, as JSON-able data: its characters, or its merges."""
+    if isinstance(tokenizer, CharTokenizer):
+        return {"kind": "char", "chars": "".join(tokenizer.itos)}
+    return {"kind": "bpe", "merges": [list(pair) for pair in tokenizer.merges]}
+
+
+def tokenizer_from_state(state):
+    """The tokenizer tokenizer_state() describes; ValueError (TokenizerError) if the state is malformed."""
+    if not isinstance(state, dict) or state.get("kind") not in TOKENIZERS:
+        raise TokenizerError(f"a tokenizer state is {{'kind': 'char' or 'bpe', ...}}, got {str(state)[:80]}")
+    try:
+        if state["kind"] == "char":
+            return CharTokenizer(state["chars"])
+        return BPETokenizer([tuple(pair) for pair in state["merges"]])
+    except (KeyError, TypeError) as e:
+        raise TokenizerError(f"a {state['kind']} tokenizer state is missing or has a malformed field: {e}") from None
+
+
+class TextTask:
+    """Language modelling on the corpus, for the training loop: predict every next token.
+
+    tokenizer: a trained tokenizer (train_tokenizer). The training documents become one id
+    sequence cut into windows of context_length tokens every `stride` (default context_length // 2),
+    drawn at random for each batch; the held-out documents are tiled by windows (stride =
+    context_length), so each held-out token is scored once. Losses are in nats per token;
+    chars_per_token converts them to nats per character, the scale on which tokenizers compare.
+    """
+
+    def __init__(self, tokenizer, context_length, stride=None, heldout_fraction=0.1):
+        train_text, heldout_text = split_corpus(load_corpus(), heldout_fraction)
+        self.tokenizer, self.context_length = tokenizer, context_length
+        self.train_ids = np.array(tokenizer.encode(train_text), dtype=np.int64)
+        self.heldout_ids = np.array(tokenizer.encode(heldout_text), dtype=np.int64)
+        self.train = TextDataset(self.train_ids, context_length, stride or max(1, context_length // 2))
+        self.heldout = TextDataset(self.heldout_ids, context_length, context_length)
+        self.chars_per_token = len(heldout_text) / len(self.heldout_ids)
+
+    @property
+    def vocab_size(self):
+        return self.tokenizer.vocab_size
+
+    def get_batch(self, rng, batch_size):
+        """A random training batch: idx (B, T) and targets (B, T), int64, every target counted."""
+        return self.train.get_batch(rng, batch_size)
+
+    def baselines(self):
+        """Held-out nats per token of the count models fitted on the training ids: {'unigram', 'bigram'}."""
+        return {"unigram": unigram_loss(self.train_ids, self.heldout_ids, self.vocab_size),
+                "bigram": bigram_loss(self.train_ids, self.heldout_ids, self.vocab_size)}

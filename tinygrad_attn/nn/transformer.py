@@ -234,18 +234,30 @@ class Transformer(Module):
             self.num_real = num_real + (num_tokens if pad is None else (~pad).sum(axis=1, keepdims=True))
         return self.out_head(x)  # (b, num_tokens, vocab_size)
 
-    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, use_cache=True, attention_mask=None):
+    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, use_cache=True,
+                 attention_mask=None):
         """Append max_new_tokens tokens to idx (b, num_tokens); returns int64 (b, num_tokens + max_new_tokens).
 
-        Each new token is drawn from softmax(logits / temperature) over the top_k most likely
-        tokens (all if top_k is None), with tinygrad_attn's generator (manual_seed makes it
-        repeatable); temperature=0.0 takes the argmax (greedy), and so does top_k=1.
-        attention_mask (b, num_tokens) marks the prompt's (left) padding; new tokens are real.
-        With use_cache the prompt is prefilled once and each step feeds only the new token, so
-        the prompt plus max_new_tokens must fit in context_length (else ValueError); without
-        it every step reruns the model on the last context_length tokens (the book's sliding
-        window). Runs in eval mode under no_grad from an empty cache; afterwards it restores the
-        training mode and empties the cache again.
+        The tokens stream() yields, joined to the prompt; the arguments are stream()'s.
+        """
+        prompt = np.asarray(idx.data if isinstance(idx, Tensor) else idx)
+        new = list(self.stream(prompt, max_new_tokens, temperature, top_k, top_p, use_cache, attention_mask))
+        return Tensor(np.concatenate([prompt, *new], axis=1), dtype=int64)
+
+    def stream(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, use_cache=True,
+               attention_mask=None):
+        """Yield max_new_tokens new tokens, int64 (b, 1) each, as they are drawn after the prompt idx (b, num_tokens).
+
+        Each new token is drawn by sample_next_token from the logits of the last position, with
+        tinygrad_attn's generator (manual_seed makes it repeatable): temperature=0.0 takes the
+        argmax (greedy), top_k keeps the k most likely tokens, top_p the smallest set whose
+        probability reaches p (nucleus sampling). attention_mask (b, num_tokens) marks the
+        prompt's (left) padding; new tokens are real. With use_cache the prompt is prefilled once
+        and each step feeds only the new token, so the prompt plus max_new_tokens must fit in
+        context_length (else ValueError); without it every step reruns the model on the last
+        context_length tokens (the book's sliding window). Runs in eval mode under no_grad from
+        an empty cache; when it ends, or is closed early, it restores the training mode and
+        empties the cache again.
         """
         tokens = np.asarray(idx.data if isinstance(idx, Tensor) else idx)
         if tokens.ndim != 2 or tokens.shape[1] < 1:
@@ -253,15 +265,17 @@ class Transformer(Module):
                              f"got shape {tokens.shape}")
         if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
             raise ValueError(f"max_new_tokens must be a non-negative integer, got {max_new_tokens!r}")
-        if not (isinstance(temperature, numbers.Real) and 0 <= temperature < math.inf):  # NaN fails both
-            raise ValueError(f"temperature must be a finite number >= 0 (0 = greedy), got {temperature!r}")
-        if top_k is not None and not (isinstance(top_k, numbers.Integral) and 1 <= top_k <= self.cfg.vocab_size):
-            raise ValueError(f"top_k must be an integer in [1, vocab_size={self.cfg.vocab_size}], got {top_k!r}")
+        check_sampling(temperature, top_k, top_p, self.cfg.vocab_size)
         limit = self.cfg.context_length
         if use_cache and tokens.shape[1] + max_new_tokens > limit:
             raise ValueError(f"a prompt of {tokens.shape[1]} tokens plus max_new_tokens={max_new_tokens} exceeds "
                              f"context_length={limit}, the size of the KV cache; use_cache=False slides a window")
         pad = padding_mask(attention_mask, tokens.shape)
+        return self._stream(tokens, max_new_tokens, temperature, top_k, top_p, use_cache, pad)
+
+    def _stream(self, tokens, max_new_tokens, temperature, top_k, top_p, use_cache, pad):
+        """The generator behind stream(), which checked the arguments before the first token is asked for."""
+        limit = self.cfg.context_length
         real = None if pad is None else (~pad).astype(int64)  # (b, T) 1/0, grows with the tokens
         was_training = self.training
         self.eval()
@@ -273,14 +287,14 @@ class Transformer(Module):
                     if not use_cache:
                         step_ids, step_mask = tokens[:, -limit:], None if real is None else real[:, -limit:]
                     logits = self(step_ids, step_mask, use_cache)  # (b, step tokens, vocab_size)
-                    next_token = sample_next_token(logits.data[:, -1, :], temperature, top_k)  # (b, 1)
+                    next_token = sample_next_token(logits.data[:, -1, :], temperature, top_k, top_p)  # (b, 1)
                     tokens = np.concatenate([tokens, next_token], axis=1)
                     real = None if real is None else np.concatenate([real, np.ones_like(next_token)], axis=1)
                     step_ids, step_mask = next_token, None
+                    yield next_token
         finally:
             self.reset_cache()
             self.train(was_training)
-        return Tensor(tokens, dtype=int64)
 
 
 def convert_to_grouped_query(model, num_kv_heads):
@@ -297,13 +311,25 @@ def convert_to_grouped_query(model, num_kv_heads):
     return model
 
 
-def sample_next_token(logits, temperature=1.0, top_k=None):
+def check_sampling(temperature, top_k, top_p, vocab_size):
+    """ValueError naming the value unless temperature >= 0 is finite, top_k an int in [1, vocab_size]
+    and top_p a number in (0, 1] (each may be None but the temperature)."""
+    if not (isinstance(temperature, numbers.Real) and 0 <= temperature < math.inf):  # NaN fails both
+        raise ValueError(f"temperature must be a finite number >= 0 (0 = greedy), got {temperature!r}")
+    if top_k is not None and not (isinstance(top_k, numbers.Integral) and 1 <= top_k <= vocab_size):
+        raise ValueError(f"top_k must be an integer in [1, vocab_size={vocab_size}], got {top_k!r}")
+    if top_p is not None and not (isinstance(top_p, numbers.Real) and 0 < top_p <= 1):
+        raise ValueError(f"top_p must be a number in (0, 1], got {top_p!r}")
+
+
+def sample_next_token(logits, temperature=1.0, top_k=None, top_p=None):
     """One token per row from logits (b, vocab_size), a numpy array; returns int64 (b, 1).
 
     temperature 0 is the argmax. Otherwise keep the top_k largest logits (ties with the k-th
     kept too, as the book's torch.where(logits < min_val, -inf, logits)), divide by the
-    temperature, softmax, and draw by inverting the cumulative distribution with one uniform
-    number per row from tinygrad_attn's generator.
+    temperature, softmax, keep (top_p) the most likely tokens until their probability reaches
+    top_p (the one that crosses it included, so at least one is kept), and draw by inverting
+    the cumulative distribution with one uniform number per row from tinygrad_attn's generator.
     """
     if temperature == 0:
         return logits.argmax(axis=-1, keepdims=True).astype(int64)
@@ -313,10 +339,16 @@ def sample_next_token(logits, temperature=1.0, top_k=None):
         logits = np.where(logits < kth, -np.inf, logits)
     scaled = logits / temperature
     probs = np.exp(scaled - scaled.max(axis=-1, keepdims=True))  # unnormalised: the threshold below scales instead
+    if top_p is not None:
+        order = np.argsort(-probs, axis=-1, kind="stable")  # (b, vocab_size): most likely first
+        ranked = np.take_along_axis(probs, order, axis=-1)
+        before = np.cumsum(ranked, axis=-1) - ranked  # probability of the tokens ranked above each
+        drop = before >= top_p * ranked.sum(axis=-1, keepdims=True)  # the nucleus is reached without it
+        np.put_along_axis(probs, order, np.where(drop, 0.0, ranked), axis=-1)
     cdf = np.cumsum(probs, axis=-1)  # (b, vocab_size)
     threshold = default_rng().random((len(cdf), 1)) * cdf[:, -1:]  # uniform in [0, total)
     return (cdf <= threshold).sum(axis=-1, keepdims=True).astype(int64)  # first index whose cdf exceeds it
 
 
 __all__ = ["TransformerConfig", "Transformer", "TransformerBlock", "FeedForward", "position_ids",
-           "convert_to_grouped_query", "sample_next_token"]
+           "convert_to_grouped_query", "check_sampling", "sample_next_token"]
