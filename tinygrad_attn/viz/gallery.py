@@ -33,12 +33,14 @@ from .tracing import retain_grads
 @dataclass(frozen=True)
 class Rung:
     """A layer to draw. build(tokens=, d_model=, ...) makes it (or a function): its keyword
-    parameters are the sizes it takes and their defaults. It is called on (1, tokens, d_model)
-    embeddings; the title is formatted with the sizes (and group = heads // kv_heads)."""
+    parameters are the sizes it takes and their defaults. It is called on `inputs` tensors of
+    (1, tokens, d_model) embeddings (2 for a cross-attention: x and the context); the title is
+    formatted with the sizes (and group = heads // kv_heads)."""
 
     build: object
     title: str
     depth: int = None  # drawn collapsed to this depth unless told otherwise
+    inputs: int = 1
 
 
 RUNGS = {
@@ -77,7 +79,7 @@ def draw_rung(name, sizes=None, view="forward", **options):
     if view == "backward":
         title = title.split(":")[0] + ", backward"
     options = {"title": title, "depth": rung.depth, **options}
-    return draw(layer, randn(1, s["tokens"], s["d_model"]), view=view, **options)
+    return draw(layer, *[randn(1, s["tokens"], s["d_model"]) for _ in range(rung.inputs)], view=view, **options)
 
 
 # ---------------------------------------------------------------------------------------
