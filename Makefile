@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help venv graphviz test train bench graphs clean
+.PHONY: help venv graphviz test train bench graphs draw clean
 
 help: ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
@@ -38,8 +38,11 @@ test: venv graphviz ## run the test suite
 train: venv ## train a small transformer on the copy task (about 15 s idle on 2 cores; ARGS="--help" for options)
 	$(PY) -m tinygrad_attn.train $(ARGS)
 
-graphs: venv graphviz ## draw the computation graphs into docs/graphs/ (SVG, from small attention layers)
+graphs: venv graphviz ## draw the diagrams into docs/graphs/ (SVG, from small attention layers, slide-sized)
 	$(PY) -m tinygrad_attn.viz.gallery docs/graphs
+
+draw: venv graphviz ## draw one layer or figure for a slide (ARGS="grouped_query_attention --heads 8 --kv-heads 2 -o gqa.png"; ARGS=--help lists them)
+	$(PY) -m tinygrad_attn.draw $(ARGS)
 
 bench: venv ## time training vs PyTorch and numpy, memory, KV-cache decoding; writes docs/performance.md (ARGS="--quick")
 	$(PY) -m benchmarks.bench $(ARGS)

@@ -1,6 +1,6 @@
 """The data a drawing is made of: nodes (tensors, ops, collapsed module calls), edges, module clusters.
 
-trace.py builds a Graph from the engine's graph, simplify.py rewrites one into a smaller
+tracing.py builds a Graph from the engine's graph, simplify.py rewrites one into a smaller
 one, dot.py turns one into DOT text. All three are plain data, so every step is testable
 without graphviz.
 """
@@ -25,6 +25,8 @@ class Node:
     module: str = None           # path of the innermost recorded module call that made it
     detail: str = ""             # op: its options ("dim=2"); module: its class and parameter count
     obj: object = None           # the Tensor or Function drawn, for inspection
+    saved: list = field(default_factory=list)  # op: (name, array, "input 0"/"output"/""), kept for backward
+    makes: "Node" = None         # op, in a compact drawing: the intermediate tensor it makes, drawn inside it
 
 
 @dataclass

@@ -61,6 +61,12 @@ class record_names:
 
         return local
 
+    def tensors(self, name):
+        """The tensors that were first bound to the variable `name`, in the order they were bound:
+        the way to measure what a layer computed inside (rec.tensors("attn_scores") before and after the mask)."""
+        found = {id(t): t for t in self._alive if isinstance(t, Tensor) and self.variables.get(id(t)) == name}
+        return list(found.values())
+
     @staticmethod
     def _worth_watching(filename):
         """Code of this package outside the engine and the drawing code, and code outside every installed package."""

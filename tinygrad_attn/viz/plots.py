@@ -41,7 +41,7 @@ def _write(path, text):
     return path
 
 
-def _colour(v):
+def viridis(v):
     """viridis colour of v in [0, 1], interpolated linearly between the anchors."""
     v = min(max(float(v), 0.0), 1.0) * (len(VIRIDIS) - 1)
     i = min(int(v), len(VIRIDIS) - 2)
@@ -112,7 +112,7 @@ def attention_heatmaps_svg(weights, tokens, path, title=None, vmax=None, cell=18
             for i in range(t_q):
                 for j in range(t_k):
                     body.append(f'<rect x="{_n(x0 + j * cell)}" y="{_n(y0 + i * cell)}" width="{cell}" '
-                                f'height="{cell}" fill="{_colour(w[h, i, j] / vmax)}"/>')
+                                f'height="{cell}" fill="{viridis(w[h, i, j] / vmax)}"/>')
             for j, s in enumerate(tokens):  # key labels below, read upwards
                 x, y = x0 + (j + 0.7) * cell, y0 + panel_h + 4
                 body.append(_text(x, y, s, "end", f' transform="rotate(-90 {_n(x)} {_n(y)})"'))
@@ -152,13 +152,27 @@ def _default_panels(keys):
     return panels
 
 
-def training_curves_svg(history, path, title=None, panels=None, panel_size=(360, 240)):
-    """Line plots of training metrics, side by side, with axes, ticks and a legend per panel.
+def log_ticks(lo, hi):
+    """Tick values for a log axis covering [lo, hi] (both > 0): the powers of 10, and 2 and 5 times
+    them when the range spans fewer than three decades."""
+    first, last = math.floor(math.log10(lo) + 1e-9), math.ceil(math.log10(hi) - 1e-9)
+    last = max(last, first + 1)
+    steps = (1, 2, 5) if last - first < 3 else (1,)
+    ticks = [m * 10.0 ** k for k in range(first, last + 1) for m in steps]
+    inside = [t for t in ticks if lo <= t <= hi]
+    below, above = [t for t in ticks if t < lo], [t for t in ticks if t > hi]
+    return ([below[-1]] if below else []) + inside + ([above[0]] if above else [])
+
+
+def training_curves_svg(history, path, title=None, panels=None, panel_size=(360, 240), log_y=()):
+    """Line plots of training metrics, side by side, with axes, ticks and a legend under each panel.
 
     history: {name: values}, values a list of numbers (x = their index) or of (step, value)
       pairs (for metrics measured every few steps). NaN and inf points are skipped.
     panels: {panel title: [names]}; by default names with "loss" share one panel, names with
       "acc" or "match" (token_accuracy, exact_match) another, and every other name gets its own.
+    log_y: the titles of the panels drawn with a logarithmic y axis, e.g. ("loss",): a loss
+      falling from 2 to 0.001 then shows its late progress; points <= 0 are skipped there.
     """
     if not history:
         raise ValueError("training_curves_svg needs at least one series in history")
@@ -166,38 +180,45 @@ def training_curves_svg(history, path, title=None, panels=None, panel_size=(360,
     missing = [k for ks in panels.values() for k in ks if k not in history]
     if missing:
         raise ValueError(f"panels name series {missing} that are not in history (keys: {list(history)})")
+    unknown = [p for p in log_y if p not in panels]
+    if unknown:
+        raise ValueError(f"log_y names panels {unknown} that are not drawn (panels: {list(panels)})")
     pw, ph = panel_size
-    top = 30 if title else 10
-    width, height = 20 + len(panels) * (pw + 20), top + ph + 10
+    top, legend_rows = 30 if title else 10, max(len(keys) for keys in panels.values())
+    width, height = 20 + len(panels) * (pw + 20), top + ph + 14 * legend_rows + 20
     body = [_text(20, 20, title, extra=' font-size="13" font-weight="bold"')] if title else []
     colours = {k: LINE_COLOURS[i % len(LINE_COLOURS)] for i, k in enumerate(history)}
     for p, (name, keys) in enumerate(panels.items()):
-        body += _panel(20 + p * (pw + 20), top, pw, ph, name, {k: _points(history[k]) for k in keys}, colours)
+        series = {k: [(x, y) for x, y in _points(history[k]) if y > 0 or name not in log_y] for k in keys}
+        body += _panel(20 + p * (pw + 20), top, pw, ph, name, series, colours, name in log_y)
     return _write(path, _svg(width, height, body))
 
 
-def _panel(x0, y0, w, h, name, series, colours):
-    """One panel: the frame (plot area inset for tick labels), ticks, grid lines, curves, legend."""
+def _panel(x0, y0, w, h, name, series, colours, log):
+    """One panel: the frame (plot area inset for tick labels), ticks, grid lines, curves, and the
+    legend under the axis, where no curve can run through it."""
     px0, px1, py0, py1 = x0 + 50, x0 + w - 10, y0 + 20, y0 + h - 36  # the plot area
     pts = [pt for s in series.values() for pt in s]
-    out = [_text((px0 + px1) / 2, y0 + 12, name, "middle", ' font-weight="bold"')]
+    out = [_text((px0 + px1) / 2, y0 + 12, name + (" (log scale)" if log else ""), "middle", ' font-weight="bold"')]
     if not pts:
         return out + [_text((px0 + px1) / 2, (py0 + py1) / 2, "no finite values", "middle")]
     xticks, xstep = nice_ticks(min(x for x, _ in pts), max(x for x, _ in pts))
-    yticks, ystep = nice_ticks(min(y for _, y in pts), max(y for _, y in pts))
+    lo, hi = min(y for _, y in pts), max(y for _, y in pts)
+    ty = math.log10 if log else (lambda v: v)  # the y axis is linear in ty(y)
+    yticks, ystep = (log_ticks(lo, hi), None) if log else nice_ticks(lo, hi)
 
     def sx(x):
         return px0 + (x - xticks[0]) / (xticks[-1] - xticks[0]) * (px1 - px0)
 
     def sy(y):
-        return py1 - (y - yticks[0]) / (yticks[-1] - yticks[0]) * (py1 - py0)
+        return py1 - (ty(y) - ty(yticks[0])) / (ty(yticks[-1]) - ty(yticks[0])) * (py1 - py0)
 
     for v in xticks:
         out.append(f'<line x1="{_n(sx(v))}" y1="{_n(py0)}" x2="{_n(sx(v))}" y2="{_n(py1 + 4)}" stroke="#ddd"/>')
         out.append(_text(sx(v), py1 + 16, _tick_text(v, xstep), "middle"))
     for v in yticks:
         out.append(f'<line x1="{_n(px0 - 4)}" y1="{_n(sy(v))}" x2="{_n(px1)}" y2="{_n(sy(v))}" stroke="#ddd"/>')
-        out.append(_text(px0 - 6, sy(v) + 4, _tick_text(v, ystep), "end"))
+        out.append(_text(px0 - 6, sy(v) + 4, f"{v:g}" if log else _tick_text(v, ystep), "end"))
     out.append(f'<rect x="{_n(px0)}" y="{_n(py0)}" width="{_n(px1 - px0)}" height="{_n(py1 - py0)}" '
                'fill="none" stroke="#333"/>')
     out.append(_text((px0 + px1) / 2, py1 + 32, "step", "middle"))
@@ -208,8 +229,8 @@ def _panel(x0, y0, w, h, name, series, colours):
         elif s:
             coords = " ".join(f"{_n(sx(x))},{_n(sy(y))}" for x, y in s)
             out.append(f'<polyline points="{coords}" fill="none" stroke="{colour}" stroke-width="1.5"/>')
-        ly = py0 + 12 + 14 * i
-        out.append(f'<line x1="{_n(px1 - 110)}" y1="{_n(ly - 4)}" x2="{_n(px1 - 94)}" y2="{_n(ly - 4)}" '
+        ly = py1 + 50 + 14 * i
+        out.append(f'<line x1="{_n(px0)}" y1="{_n(ly - 4)}" x2="{_n(px0 + 16)}" y2="{_n(ly - 4)}" '
                    f'stroke="{colour}" stroke-width="2"/>')
-        out.append(_text(px1 - 90, ly, key))
+        out.append(_text(px0 + 20, ly, key))
     return out

@@ -6,7 +6,9 @@ that the DOT text built from it (dot.py) is the same on every run. It knows no o
 an op is drawn as its Function's class name and the options it was called with (`options`,
 e.g. dim=-1); an array among those options (the mask of a masked_fill, the condition of a
 where, the targets of a cross-entropy, an index array) is drawn as a constant input box;
-ops that set `is_view` can be folded into the edges (simplify.py).
+ops that set `is_view` can be folded into the edges (simplify.py). The arrays a Function keeps
+on itself for backward (the numpy arrays among its attributes that are not options) are its
+`saved` arrays: the activation memory the graph holds until backward() frees it.
 
 Gradients appear only where they were computed, never as a made-up 0. backward() gives
 .grad to leaves; an intermediate tensor keeps its gradient only if t.retain_grad() was
@@ -19,14 +21,14 @@ import numpy as np
 
 from ..tensor import Tensor, _FREED, topological_order
 from .graph import Edge, Graph, Node, number_text, shape_text
-from .simplify import collapse_modules, contract_shape_ops
+from .simplify import collapse_modules, contract_shape_ops, merge_outputs
 
 FREED_MESSAGE = ("cannot draw this graph: backward() has freed it. Call backward(retain_graph=True) to draw after "
                  "backward; to see the gradients of intermediate tensors as well, call retain_grad() on them (or "
                  "tinygrad_attn.viz.retain_grads(loss) on the output) before backward().")
 
 
-def trace(*roots, names=None, modules=None, hide_shape_ops=False, depth=None):
+def trace(*roots, names=None, modules=None, hide_shape_ops=False, depth=None, compact=False, inputs=()):
     """The graph behind `roots` (Tensors) as a Graph, nodes in walk order (inputs before outputs).
 
     names: a Module (its named_parameters() and named_buffers() label the tensors, e.g.
@@ -40,8 +42,10 @@ def trace(*roots, names=None, modules=None, hide_shape_ops=False, depth=None):
       expand, basic slicing) into the edges; a collection of Function classes folds only those.
     depth: with `modules`, draw each module call `depth` levels below the outermost recorded
       call as one box (depth=1: a transformer's embeddings, blocks and head).
+    compact: draw each op and the intermediate tensor it makes as one node (half the height).
     A leaf that requires a gradient is drawn as a parameter, unless a model is given (names=
-    a Module, or modules=) and it is not among the model's parameters: then it is an input.
+    a Module, or modules=) and it is not among the model's parameters, or it is one of
+    `inputs` (tensors given to the code drawn): then it is an input.
     """
     if not roots:
         raise ValueError("trace needs at least one tensor")
@@ -54,14 +58,15 @@ def trace(*roots, names=None, modules=None, hide_shape_ops=False, depth=None):
     given = {} if names in recorded else _names_by_id(names)
     models = [m for m in (getattr(modules, "model", None), names) if hasattr(m, "named_parameters")]
     params = {id(p) for m in models for _, p in m.named_parameters()} if models else None
-    graph = _walk(roots, given, fallback, modules, params)
+    graph = _walk(roots, given, fallback, modules, params, {id(t) for t in inputs})
     if hide_shape_ops:
         graph = contract_shape_ops(graph, None if hide_shape_ops is True else tuple(hide_shape_ops))
     if depth is not None:
         if modules is None:
-            raise ValueError("depth= collapses module calls, so it needs modules=record (see record_modules)")
+            raise ValueError("depth= collapses module calls, so it needs a module (when drawing a Tensor: "
+                             "modules=record_modules(...))")
         graph = collapse_modules(graph, modules, depth)
-    return graph
+    return merge_outputs(graph) if compact else graph
 
 
 def _names_by_id(names):
@@ -85,7 +90,7 @@ def _names_by_id(names):
     return by_id
 
 
-def _walk(roots, names, fallback, modules, params):
+def _walk(roots, names, fallback, modules, params, inputs):
     nodes, edges, node_of = [], [], {}  # node_of: id(tensor or constant array) -> node id
     root_ids = {id(r) for r in roots}
     count = {"t": 0, "op": 0}
@@ -98,7 +103,8 @@ def _walk(roots, names, fallback, modules, params):
         if id(t) in root_ids:
             role = "output"
         elif t._ctx is None:
-            role = "parameter" if t.requires_grad and (params is None or id(t) in params) else "input"
+            role = "parameter" if t.requires_grad and (params is None or id(t) in params) and id(t) not in inputs \
+                else "input"
         else:
             role = "intermediate"
         nid = node_of[id(t)] = new_id("t")
@@ -134,7 +140,8 @@ def _walk(roots, names, fallback, modules, params):
             module = modules.module_of(t) if modules else None
             consts = [(add_constant(a, label, module), a.shape) for label, a in _constants(ctx.options)]
             op = new_id("op")
-            nodes.append(Node(op, "op", type(ctx).__name__, detail=_detail(ctx.options), module=module, obj=ctx))
+            nodes.append(Node(op, "op", type(ctx).__name__, detail=_detail(ctx.options), module=module, obj=ctx,
+                              saved=_saved(ctx, t)))
             edges += [Edge(node_of[id(p)], op, p.shape, p.requires_grad) for p in ctx.parents]
             edges += [Edge(c, op, shape, False) for c, shape in consts]
             edges.append(Edge(op, add_tensor(t), t.shape, True))
@@ -150,6 +157,18 @@ def _constants(options):
     for key, value in options.items():
         parts = value if isinstance(value, tuple) else (value,)
         out += [(key, a) for a in parts if isinstance(a, np.ndarray) and a.ndim > 0]
+    return out
+
+
+def _saved(ctx, made):
+    """(attribute, array, what it is: "input 0", "output" or "" for a new array) for each array ctx keeps
+    for backward. Its inputs and output are held by the graph anyway; a new array is memory of its own."""
+    options = [a for _, a in _constants(ctx.options)]
+    out = []
+    for key, value in vars(ctx).items():
+        if isinstance(value, np.ndarray) and not any(value is a for a in options):
+            same = [f"input {i}" for i, p in enumerate(ctx.parents) if value is p.data]
+            out.append((key, value, same[0] if same else "output" if value is made.data else ""))
     return out
 
 
