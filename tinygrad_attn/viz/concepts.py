@@ -137,7 +137,7 @@ def gqa_sharing(heads=8, kv_options=(8, 2, 1), d=16):
         layer = (attention.MultiHeadAttention(d, d, 3, 0.0, heads) if kv == heads else
                  attention.GroupedQueryAttention(d, d, 3, 0.0, heads, kv))
         cached = layer.to_cache(x, 0)  # what the cache keeps: (b, kv, T, hd) keys and values
-        keys, _ = layer.from_cache(cached)  # what attention reads: (b, heads, T, hd)
+        keys, _ = layer.from_cache(cached, x.shape[1])  # what attention reads: (b, heads, T, hd)
         reads = [next(k for k in range(kv) if np.array_equal(keys.numpy()[0, h], cached[0].numpy()[0, k]))
                  for h in range(heads)]
         kind = "multi-head" if kv == heads else "multi-query" if kv == 1 else "grouped-query"
