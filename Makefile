@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help venv graphviz test train bench graphs clean
+.PHONY: help venv graphviz test train bench graphs notebooks clean
 
 help: ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
@@ -40,6 +40,9 @@ train: venv ## train a small transformer on the copy task (about 15 s idle on 2 
 
 graphs: venv graphviz ## draw the computation graphs into docs/graphs/ (SVG, from small attention layers)
 	$(PY) -m tinygrad_attn.viz.gallery docs/graphs
+
+notebooks: venv ## write docs/notebooks/ from the chapters in docs/, executed (make test checks they are current)
+	$(PY) docs/make_notebooks.py
 
 bench: venv ## time training vs PyTorch and numpy, memory, KV-cache decoding; writes docs/performance.md (ARGS="--quick")
 	$(PY) -m benchmarks.bench $(ARGS)
