@@ -24,7 +24,6 @@ import importlib.util
 import io
 import json
 import re
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -138,7 +137,6 @@ def test_pytorch_sessions_print_what_they_show(path, torch):
 def test_the_books_gpt_model_loads_with_chapter_9s_renaming(torch):
     """Chapter 9 says what loads into Transformer from the book's own GPTModel: its LayerNorm's
     scale and shift, renamed. The book's LayerNorm, in a PyTorch twin of the model, proves it."""
-    sys.path.insert(0, str(Path(__file__).parent))
     from attention_testing import torch_gpt_twin
     from tinygrad_attn import Tensor, manual_seed
     from tinygrad_attn.nn import Transformer, TransformerConfig
