@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help venv graphviz test train bench graphs draw clean
+.PHONY: help venv graphviz test train bench graphs draw notebooks clean
 
 help: ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
@@ -43,6 +43,9 @@ graphs: venv graphviz ## draw the diagrams into docs/graphs/ (SVG, from small at
 
 draw: venv graphviz ## draw one layer or figure for a slide (ARGS="grouped_query_attention --heads 8 --kv-heads 2 -o gqa.png"; ARGS=--help lists them)
 	$(PY) -m tinygrad_attn.draw $(ARGS)
+
+notebooks: venv ## write docs/notebooks/ from the chapters in docs/, executed (make test checks they are current)
+	$(PY) docs/make_notebooks.py
 
 bench: venv ## time training vs PyTorch and numpy, memory, KV-cache decoding; writes docs/performance.md (ARGS="--quick")
 	$(PY) -m benchmarks.bench $(ARGS)
