@@ -18,7 +18,8 @@ from .viz.dot import FLOW
 from .viz.rendering import FORMATS, Drawing
 
 SIZES = {"tokens": "number of tokens T", "d_model": "d_in = d_out", "heads": "query heads",
-         "kv_heads": "key/value heads (grouped-query attention)"}
+         "kv_heads": "key/value heads (grouped-query attention)", "window": "keys a query sees (sliding window)",
+         "latent": "kv_latent_dim (latent attention)"}
 LAYER_OPTIONS = ("depth", "rankdir", "view", "data", "show_saved")
 
 

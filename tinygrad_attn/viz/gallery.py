@@ -58,6 +58,16 @@ RUNGS = {
         d_model, d_model, tokens, 0.0, heads, kv_heads),
         "GroupedQueryAttention: {kv_heads} key/value heads, each shared by {group} of the\n{heads} query heads "
         "(repeat_interleave: unsqueeze, expand, reshape)", 1),
+    "bidirectional_attention": Rung(lambda tokens=4, d_model=8, heads=2: attention.BidirectionalAttention(
+        d_model, d_model, tokens, 0.0, heads), "BidirectionalAttention: no causal mask, every token sees every other", 1),
+    "cross_attention": Rung(lambda tokens=4, d_model=8, heads=2: attention.CrossAttention(
+        d_model, d_model, tokens, 0.0, heads), "CrossAttention: queries from x, keys and values from the context", 1, 2),
+    "sliding_window_attention": Rung(lambda tokens=6, d_model=8, heads=2, window=3: attention.SlidingWindowAttention(
+        d_model, d_model, tokens, 0.0, heads, window), "SlidingWindowAttention: only the {window} most recent keys (a band "
+        "mask)", 1),
+    "latent_attention": Rung(lambda tokens=4, d_model=8, heads=2, latent=4: attention.MultiHeadLatentAttention(
+        d_model, d_model, tokens, 0.0, heads, latent), "MultiHeadLatentAttention: keys and values up-projected from a "
+        "cached latent of {latent}", 1),
     "transformer_block": Rung(lambda tokens=4, d_model=8, heads=2, kv_heads=None: TransformerBlock(TransformerConfig(
         vocab_size=1, context_length=tokens, d_model=d_model, num_layers=1, num_heads=heads, num_kv_heads=kv_heads)),
         "TransformerBlock (pre-LayerNorm): x + att(norm1(x)), then x + ff(norm2(x))", 1),
