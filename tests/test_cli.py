@@ -127,8 +127,8 @@ def test_resume_takes_the_stored_options_and_refuses_other_ones(trained, tmp_pat
     with pytest.raises(SystemExit) as exit_info:
         train_mod.parse_args(["--resume", "--out", str(cut), "--lr", "0.5", "--steps", "200"])
     assert exit_info.value.code == 2
-    assert (f"--resume continues {cut} with the options stored there; leave out --lr 0.01 (now 0.5), "
-            "--steps 100 (now 200)") in capsys.readouterr().err
+    assert (f"{cut} was trained with --lr 0.01 (now 0.5), --steps 100 (now 200); --resume continues it with the "
+            "options stored there") in capsys.readouterr().err
 
     model_state, optimizer_state, meta = checkpoint.load(cut)
     checkpoint.save(tmp_path / checkpoint.FILENAME, model_state, optimizer_state,

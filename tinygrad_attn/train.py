@@ -192,8 +192,8 @@ def stored_options(parser, out, given, defaults):
         parser.error(f"cannot resume: the options stored in {out} are not this program's: {stored!r:.100}")
     changed = differences({n: stored[n] for n in given if n in names}, {n: given[n] for n in given if n in names})
     if changed:
-        parser.error(f"--resume continues {out} with the options stored there; leave out {', '.join(changed)}, "
-                     "or start another run without --resume")
+        parser.error(f"{out} was trained with {', '.join(changed)}; --resume continues it with the options stored "
+                     "there: leave those out, or start another run without --resume")
     return stored
 
 
