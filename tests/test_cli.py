@@ -152,7 +152,7 @@ def test_training_output_fits_80_columns_on_a_terminal_and_in_a_pipe(tmp_path, m
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "orig_argv", ["python", "-m", "tinygrad_attn.train"])
     for stream, kind in ((FakeTerminal(), "tty"), (io.StringIO(), "pipe")):
-        args = train_mod.parse_args([*SMALL, "--steps", "30", "--out", f"runs/{kind}"])
+        args = train_mod.parse_args([*SMALL, "--steps", "12", "--eval-every", "4", "--out", f"runs/{kind}"])
         train_mod.train(args, stream)
         long = [line for line in screen_lines(stream.getvalue()) if len(line) > 80]
         assert not long, long
