@@ -9,13 +9,14 @@ checkpoint. It sits on top of training and drawing; neither knows about it.
 """
 
 import argparse
+import math
 import os
 import sys
 
 import numpy as np
 
-from .data import FIRST_SYMBOL, PAD, SEP
-from .runs import load_run_or_exit
+from .data import FIRST_SYMBOL, PAD, SEP, format_symbols
+from .runs import describe, load_run_or_exit
 from .tensor import Tensor, no_grad
 from .viz import attention_heatmaps_svg, training_curves_svg
 
@@ -25,22 +26,29 @@ def token_labels(ids):
     return ["PAD" if t == PAD else "SEP" if t == SEP else str(t - FIRST_SYMBOL) for t in ids]
 
 
+def finite(xs, ys):
+    """The (x, y) points whose y is a finite number: a diverged step's NaN or inf has no place on a curve."""
+    return [(x, y) for x, y in zip(xs, ys) if math.isfinite(y)]
+
+
 def write_pictures(out_dir, model, task, history, symbols):
     """Draw attention.svg for the sequence `symbols` (prompt, SEP, answer) and curves.svg; return their paths."""
     idx, _, _ = task.batch([symbols])  # (1, 2L+1): one example, so no padding
     was_training = model.training
     model.eval()
-    with no_grad():
+    with no_grad(), np.errstate(over="ignore", invalid="ignore"):  # a diverged model's NaNs are drawn as 0 below
         model(Tensor(idx))
     model.train(was_training)
     weights = [block.att.last_attn_weights.numpy()[0] for block in model.trf_blocks]  # per layer (H, T, T)
+    broken = not all(np.isfinite(w).all() for w in weights)  # weights huge enough to overflow (a diverged run)
     attention = os.path.join(out_dir, "attention.svg")
-    attention_heatmaps_svg(weights, token_labels(idx[0]), attention,
-                           title=f"{task.task} task, held-out example: rows = queries, columns = keys")
+    attention_heatmaps_svg([np.nan_to_num(w, nan=0.0) for w in weights], token_labels(idx[0]), attention,
+                           title=f"{task.task} task, {format_symbols(symbols)} ({task.split_of(symbols)}): "
+                                 "rows = queries, columns = keys" + ("; NaN drawn as 0" if broken else ""))
     train, evals = history["train"], history["eval"]
-    series = {"train loss": list(zip(train["step"], train["loss"])),
-              "held-out exact match": list(zip(evals["step"], evals["exact_match"])),
-              "held-out token accuracy": list(zip(evals["step"], evals["token_accuracy"]))}
+    series = {"train loss": finite(train["step"], train["loss"]),
+              "held-out exact match": finite(evals["step"], evals["exact_match"]),
+              "held-out token accuracy": finite(evals["step"], evals["token_accuracy"])}
     curves = os.path.join(out_dir, "curves.svg")
     training_curves_svg({k: v for k, v in series.items() if v}, curves, title=f"{task.task} task training")
     return attention, curves
@@ -53,13 +61,18 @@ def main(argv=None):
                                                          "(default: a seeded random held-out sequence)")
     args = parser.parse_args(argv)
     model, task, meta = load_run_or_exit(parser, args.checkpoint)
+    print(describe(args.checkpoint, meta))
     try:
         symbols = (task.parse(args.example, model.cfg.context_length) if args.example
                    else task.sample(np.random.default_rng(0), 1, "heldout")[0])
     except ValueError as e:
         parser.error(str(e))
     out_dir = args.checkpoint if os.path.isdir(args.checkpoint) else os.path.dirname(args.checkpoint) or "."
-    for path in write_pictures(out_dir, model, task, meta["history"], symbols):
+    try:
+        paths = write_pictures(out_dir, model, task, meta["history"], symbols)
+    except OSError as e:
+        parser.error(f"cannot write the pictures into {out_dir}: {e}")
+    for path in paths:
         print(f"wrote {path}")
     return 0
 

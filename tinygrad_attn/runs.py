@@ -1,8 +1,14 @@
-"""A training run as the commands see it (train, sample, pictures): its task and model rebuilt
-from what the run stored, and the model evaluated on the task.
+"""A training run as the commands see it (train, sample, pictures): what its checkpoint's meta
+holds, the task and model rebuilt from it, how big a model may be, and the model evaluated on
+the task.
 
-checkpoint.py knows the file format and nothing of models; this module knows what a run is.
+checkpoint.py knows the file format and nothing of models; this module knows what a run is,
+and checks what a run's files say before anything large is built from it.
 """
+
+import os
+import shlex
+import sys
 
 import numpy as np
 
@@ -11,24 +17,96 @@ from .data import CopyTask, decode_answer
 from .nn.transformer import Transformer, TransformerConfig
 from .tensor import Tensor
 
+# The most a run may ask for. Far beyond what this numpy engine trains in reasonable time, low
+# enough that a typo (or a crafted checkpoint) is refused at once instead of allocating gigabytes:
+# every layer keeps a context_length x context_length causal mask, and a model has about
+# 12 * num_layers * d_model**2 + (2 * vocab_size + context_length) * d_model parameters (GPT's count).
+MAX_CONTEXT_LENGTH = 4096
+MAX_PARAMETERS = 2 ** 28  # 1 GiB of float32, and the optimizer keeps two more of it
+# What a run's checkpoint meta holds besides checkpoint.py's own entries, and the type of each.
+META = {"options": dict, "model_config": dict, "step": int, "done": bool, "history": dict, "data_rng": dict,
+        "model_rng": dict}
+# The history: a list per name, one entry per training step and per evaluation.
+HISTORY = {"train": ("step", "loss", "lr", "grad_norm"), "eval": ("step", "exact_match", "token_accuracy")}
+TASK_OPTIONS = ("num_symbols", "min_len", "max_len")
+
+
+def new_history():
+    return {series: {name: [] for name in names} for series, names in HISTORY.items()}
+
 
 def make_task(options):
-    """The task a run trains on, from its options (the train CLI's, as stored in the run)."""
-    return CopyTask(options["num_symbols"], options["min_len"], options["max_len"], options["task"])
+    """The task a run trains on, from its options (the train CLI's, as stored in the run).
+
+    ValueError if they do not describe one, or one whose sequences no model context may hold.
+    """
+    bad = [f"{name}={options.get(name)!r:.40}" for name in TASK_OPTIONS if type(options.get(name)) is not int]
+    if bad:
+        raise ValueError(f"the task needs integers: {', '.join(bad)}")
+    if 2 * options["max_len"] + 1 > MAX_CONTEXT_LENGTH:
+        raise ValueError(f"max_len={options['max_len']} needs a context of {2 * options['max_len'] + 1} tokens, "
+                         f"more than the most a model may have, {MAX_CONTEXT_LENGTH}")
+    return CopyTask(options["num_symbols"], options["min_len"], options["max_len"], options.get("task"))
+
+
+def model_config(fields):
+    """A TransformerConfig from its fields (a dict), refused with a ValueError naming them if it is
+    malformed or larger than this engine holds (MAX_CONTEXT_LENGTH, MAX_PARAMETERS)."""
+    try:
+        config = TransformerConfig(**fields)
+    except TypeError as e:  # an unknown or missing field, or a comparison with a value of the wrong type
+        raise ValueError(f"not a model configuration: {e}") from None
+    if config.context_length > MAX_CONTEXT_LENGTH:
+        raise ValueError(f"context_length={config.context_length} is more than {MAX_CONTEXT_LENGTH}, the most a model "
+                         "may have (each layer keeps a context_length x context_length mask)")
+    parameters = (12 * config.num_layers * config.d_model ** 2
+                  + (2 * config.vocab_size + config.context_length) * config.d_model)
+    if parameters > MAX_PARAMETERS:
+        raise ValueError(f"vocab_size={config.vocab_size}, d_model={config.d_model} and num_layers={config.num_layers} "
+                         f"make about {parameters:.2g} parameters, more than the {MAX_PARAMETERS:.2g} a model may have")
+    return config
+
+
+def check_meta(path, meta):
+    """The entries of a run's checkpoint meta have their types, the history its lists of numbers;
+    else CheckpointError naming the entry."""
+    for key, kind in META.items():
+        if type(meta.get(key)) is not kind:
+            raise checkpoint.CheckpointError(f"{path}: meta entry {key!r} should be a {kind.__name__}, "
+                                             f"got {meta.get(key)!r:.60}")
+    for series, names in HISTORY.items():
+        columns = meta["history"].get(series)
+        if not (isinstance(columns, dict) and set(columns) == set(names)
+                and all(isinstance(columns[n], list) and len(columns[n]) == len(columns[names[0]]) for n in names)
+                and all(type(v) in (int, float) for n in names for v in columns[n])):
+            raise checkpoint.CheckpointError(f"{path}: its history[{series!r}] should hold lists of numbers of one "
+                                             f"length, named {', '.join(names)}")
 
 
 def load_run(path):
     """The trained model (eval mode), its task and the checkpoint's meta, from a run directory or file.
 
-    CheckpointError if the checkpoint is missing, unreadable, or does not fit its own configuration.
+    CheckpointError if the checkpoint is missing, unreadable, or does not fit its own configuration;
+    the configuration is checked before the model is built.
     """
     model_state, _, meta = checkpoint.load(path)
-    model = Transformer(TransformerConfig(**meta["model_config"]))
+    check_meta(path, meta)
+    try:
+        config, task = model_config(meta["model_config"]), make_task(meta["options"])
+    except ValueError as e:
+        raise checkpoint.CheckpointError(f"{path}: {e}") from None
+    if config.vocab_size != task.vocab_size or config.context_length < task.context_length:
+        raise checkpoint.CheckpointError(f"{path}: its model (vocab_size={config.vocab_size}, context_length="
+                                         f"{config.context_length}) does not fit its task (vocab_size="
+                                         f"{task.vocab_size}, context_length={task.context_length})")
+    if not all(np.isfinite(a).all() for a in model_state.values()):
+        raise checkpoint.CheckpointError(f"{path} holds weights that are not finite numbers")
+    model = Transformer(config)
     try:
         model.load_state_dict(model_state)
     except ValueError as e:
         raise checkpoint.CheckpointError(f"{path} does not fit the model its configuration describes: {e}") from None
-    return model.eval(), make_task(meta["options"]), meta
+    return model.eval(), task, meta
 
 
 def load_run_or_exit(parser, path):
@@ -37,6 +115,30 @@ def load_run_or_exit(parser, path):
         return load_run(path)
     except checkpoint.CheckpointError as e:
         parser.error(str(e))
+
+
+def command(tool, argv):
+    """The command line that runs `python -m tinygrad_attn.<tool>` with argv, spelled the way the user
+    runs things: `make <tool> ARGS="..."` under make (the Makefile sets TINYGRAD_ATTN_MAKE), else
+    with the interpreter as they typed it (sys.orig_argv), not the path it resolves to."""
+    if os.environ.get("TINYGRAD_ATTN_MAKE"):
+        args = shlex.join(argv)
+        return f"make {tool} ARGS=" + (f'"{args}"' if not set('"$`\\') & set(args) else shlex.quote(args))
+    python = getattr(sys, "orig_argv", [""])[0] or sys.executable
+    return shlex.join([python, "-m", f"tinygrad_attn.{tool}", *argv])
+
+
+def describe(path, meta):
+    """Where a run's checkpoint stands, in a line or two: step, latest held-out accuracy, finished or not."""
+    evals = meta["history"]["eval"]
+    held = (f"held-out exact match {evals['exact_match'][-1]:.1%} at step {evals['step'][-1]}" if evals["step"]
+            else "not evaluated yet")
+    if meta["done"]:
+        return f"{path}: a finished run, step {meta['step']}, {held}"
+    run_dir = path if os.path.isdir(path) else os.path.dirname(path) or "."
+    return (f"{path}: step {meta['step']} of {meta['options'].get('steps')}, {held}\n"
+            f"  the run stopped before it finished; continue it with: "
+            f"{command('train', ['--resume', '--out', run_dir])}")
 
 
 def evaluate(model, task, sequences, batch_size=256):

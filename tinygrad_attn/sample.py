@@ -1,14 +1,16 @@
 """Ask a trained model to copy: `python -m tinygrad_attn.sample --checkpoint runs/copy "3 1 4 1 5"`.
 
 Loads the run's checkpoint, rebuilds the model from the configuration stored in it, and
-decodes the answer greedily with the KV cache, exactly as the held-out evaluation does.
+decodes the answer greedily with the KV cache, exactly as the held-out evaluation does. It
+first says which step the checkpoint is of and whether its run finished, and it labels every
+sequence as the training saw it: held out, training split, or outside the trained lengths.
 """
 
 import argparse
 import sys
 
 from .data import format_symbols
-from .runs import evaluate, load_run_or_exit
+from .runs import describe, evaluate, load_run_or_exit
 
 
 def main(argv=None):
@@ -17,7 +19,7 @@ def main(argv=None):
     parser.add_argument("symbols", nargs="+", help='a sequence of symbols such as "3 1 4 1 5"; give several to '
                                                    "decode several")
     args = parser.parse_args(argv)
-    model, task, _ = load_run_or_exit(parser, args.checkpoint)
+    model, task, meta = load_run_or_exit(parser, args.checkpoint)
     sequences = []
     for text in args.symbols:
         try:
@@ -25,13 +27,12 @@ def main(argv=None):
         except ValueError as e:
             parser.error(str(e))
 
+    print(describe(args.checkpoint, meta))
     _, predictions = evaluate(model, task, sequences)
     for symbols, pred in zip(sequences, predictions):
         right = (pred == task.answer(symbols)).all()
-        notes = ["held out: never trained on" if task.is_heldout(symbols) else "in the training split"]
-        if not task.min_len <= len(symbols) <= task.max_len:
-            notes.append(f"trained on lengths {task.min_len}..{task.max_len} only")
-        print(f"{format_symbols(symbols)} -> {format_symbols(pred)}  {'✓' if right else '✗'}  ({'; '.join(notes)})")
+        print(f"{format_symbols(symbols)} -> {format_symbols(pred)}  {'✓' if right else '✗'}  "
+              f"({task.split_of(symbols)})")
     return 0
 
 
