@@ -74,8 +74,8 @@ def split_corpus(documents, heldout_fraction=0.1):
 
 class TextDataset:
     """Windows of token ids: inputs ids[i:i + T] and targets ids[i + 1:i + T + 1], T = context_length,
-    for i in range(0, len(ids) - T, stride), as the book's GPTDatasetV1 (which leaves out the last
-    window that would fit, i = len(ids) - T: kept here so that the windows are the book's).
+    for i in range(0, len(ids) - T, stride), as the book's GPTDatasetV1: every start whose window
+    and shifted targets fit (the last target of the last window is at most ids[-1]).
 
     stride = context_length tiles the text (each token is a target at most once, the evaluation
     setting); a smaller stride overlaps the windows.
