@@ -304,7 +304,7 @@ def test_resume_refuses_what_only_training_would_trip_on(good, tmp_path, capsys)
 
 def _fresh(args):
     """The model, optimizer and data generator train() builds for args."""
-    model = train_mod.Transformer(train_mod.make_model_config(args))
+    model = train_mod.Transformer(train_mod.make_model_config(args, runs.make_task(vars(args)).vocab_size))
     return model, train_mod.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay), \
         np.random.default_rng(0)
 

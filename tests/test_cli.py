@@ -161,7 +161,9 @@ def test_training_output_fits_80_columns_on_a_terminal_and_in_a_pipe(tmp_path, m
     evals = {"step": [99000], "exact_match": [0.995]}
     progress = train_mod.Progress(io.StringIO(), 99999, 0, 100)
     progress.start -= 1000  # 100 steps/s
-    lines = [*train_mod.header(args, train_mod.make_model_config(args), range(200), 1_234_567).splitlines(),
+    task = runs.make_task(vars(args))
+    lines = [*train_mod.header(args, task, train_mod.make_model_config(args, task.vocab_size), range(200),
+                               1_234_567).splitlines(),
              progress.status(99998, 12.3456, evals)]
     assert all(len(line) <= 80 for line in lines), [line for line in lines if len(line) > 80]
 

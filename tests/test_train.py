@@ -235,7 +235,7 @@ def test_pictures_skip_values_that_are_not_finite(small_run, tmp_path, capsys):
     model, task, meta = load_run(tmp_path)
     log = meta["history"]
     log["train"]["loss"][3], log["train"]["grad_norm"][4], log["eval"]["exact_match"][0] = np.nan, np.inf, np.nan
-    pictures_cli.write_pictures(tmp_path, model, task, log, np.array([1, 2, 3, 4]))
+    pictures_cli.write_pictures(tmp_path, model, task, log, *pictures_cli.example(task, 9, "1 2 3 4"))
     assert "NaN" not in (tmp_path / "curves.svg").read_text()
 
 

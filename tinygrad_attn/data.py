@@ -72,6 +72,14 @@ class CopyTask:
     def vocab_size(self):
         return self.num_symbols + FIRST_SYMBOL
 
+    def summary(self):
+        """The task in a few words, for the start of a run."""
+        return f"{self.task} task: {self.num_symbols} symbols, lengths {self.min_len}..{self.max_len}"
+
+    def token_labels(self, ids):
+        """Token ids as the symbols a user types, with PAD and SEP named (the labels of a heatmap)."""
+        return ["PAD" if t == PAD else "SEP" if t == SEP else str(t - FIRST_SYMBOL) for t in ids]
+
     @property
     def context_length(self):
         """Positions the longest example needs: 2 * max_len + 1.

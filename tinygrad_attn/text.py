@@ -246,9 +246,19 @@ class TextTask:
     def vocab_size(self):
         return self.tokenizer.vocab_size
 
+    def summary(self):
+        """The task in a few words, for the start of a run."""
+        kind = "char" if isinstance(self.tokenizer, CharTokenizer) else "bpe"
+        return (f"text task: {kind} tokenizer, {self.vocab_size} tokens; {len(self.train_ids):,} training, "
+                f"{len(self.heldout_ids):,} held-out")
+
+    def token_labels(self, ids):
+        """Each token as text (the labels of a heatmap), whitespace made visible."""
+        return [self.tokenizer.decode([int(t)]).replace(" ", "␣").replace("\n", "⏎") for t in ids]
+
     def get_batch(self, rng, batch_size):
-        """A random training batch: idx (B, T) and targets (B, T), int64, every target counted."""
-        return self.train.get_batch(rng, batch_size)
+        """A random training batch: idx (B, T), targets (B, T), int64, every target counted, and no padding."""
+        return (*self.train.get_batch(rng, batch_size), None)
 
     def baselines(self):
         """Held-out nats per token of the count models fitted on the training ids: {'unigram', 'bigram'}."""

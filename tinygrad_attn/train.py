@@ -1,14 +1,18 @@
-"""Train a small decoder-only transformer on the copy task: `python -m tinygrad_attn.train`.
+"""Train a small decoder-only transformer: `python -m tinygrad_attn.train`.
 
-One step: sample a batch of training sequences, forward, cross-entropy on the answer tokens,
-backward, clip the gradient norm, AdamW step with a warm-up + cosine learning rate. Every
---eval-every steps the model decodes held-out prompts greedily (with the KV cache); the
-run stops early once it copies every held-out sequence exactly.
+One step: sample a batch of training sequences, forward, cross-entropy on the predicted tokens,
+backward, clip the gradient norm, AdamW step with a warm-up + cosine learning rate.
+  --task copy (or reverse): the answer tokens are trained; every --eval-every steps the model
+      decodes held-out prompts greedily (with the KV cache), and the run stops early once it
+      copies every held-out sequence exactly.
+  --task text: next-token prediction on Python's own documentation (text.py), with a character
+      or BPE tokenizer; every --eval-every steps the held-out loss in nats per character, next
+      to the unigram and bigram baselines; at the end the model writes a sample.
 
 The run directory (--out) holds
     checkpoint.npz   weights, optimizer state, step, RNG states, history (see checkpoint.py)
     config.json      the options of the run, and the model configuration
-    history.json     training loss per step; held-out accuracy per evaluation
+    history.json     training loss per step; the held-out figures per evaluation
     attention.svg    at the end: attention heatmaps, every layer and head, on a held-out example
     curves.svg       at the end: loss and held-out accuracy curves (see pictures.py)
 Its default name comes from the options that differ from the defaults (runs/copy, runs/copy-gqa,
@@ -35,15 +39,23 @@ import time
 import numpy as np
 
 from . import checkpoint
-from .data import FIRST_SYMBOL, IGNORE_INDEX, TASKS, format_symbols
+from .data import IGNORE_INDEX, TASKS, format_symbols
 from .nn import functional as F
 from .nn.transformer import Transformer
 from .optim import AdamW, clip_grad_norm_, warmup_cosine
-from .pictures import write_pictures
-from .runs import MAX_CONTEXT_LENGTH, check_meta, command, evaluate, make_task, model_config, new_history
+from .pictures import example, write_pictures
+from .runs import (MAX_CONTEXT_LENGTH, check_meta, command, evaluate, heldout_of, make_task, model_config,
+                   new_history, stored_tokenizer, write_text)
 from .tensor import Tensor, default_rng, manual_seed
+from .text import TOKENIZERS, tokenizer_state
 
 DEFAULT_WARMUP = 50
+# The text task's own defaults for the options it does not share with the copy task's: a 4-layer
+# d_model 128 model on 128 characters reaches 1.5 nats per character on the held-out documents in
+# a few minutes on 2 cores (the README gives the figures).
+TEXT_DEFAULTS = dict(layers=4, d_model=128, context_length=128, batch_size=32, steps=2000, lr=3e-3,
+                     eval_every=250)
+SAMPLE_PROMPT, SAMPLE_TOKENS, SAMPLE_TEMPERATURE = 24, 100, 0.8  # the sample a text run writes at its end
 MAX_EVAL_SIZE = 100_000
 # A batch of B sequences in a context of T tokens makes B * heads * T * T attention weights per
 # layer, kept for the backward pass: more than this (1 GiB of float32) is refused up front.
@@ -101,11 +113,14 @@ def build_parser():
     p = argparse.ArgumentParser(prog="python -m tinygrad_attn.train", description=__doc__.split("\n\n")[0],
                                 formatter_class=HelpFormatter)
     g = p.add_argument_group("task")
-    g.add_argument("--task", choices=TASKS, default="copy", help="copy the symbols, or write them reversed")
+    g.add_argument("--task", choices=(*TASKS, "text"), default="copy",
+                   help="copy the symbols, or write them reversed; or model the text of Python's documentation")
     g.add_argument("--num-symbols", type=int, default=10, help="distinct symbols (the vocabulary adds PAD and SEP)")
     g.add_argument("--seq-len", type=int, default=None, help="fixed number of symbols; sets --min-len and --max-len")
     g.add_argument("--min-len", type=int, default=4, help="fewest symbols in a sequence")
     g.add_argument("--max-len", type=int, default=8, help="most symbols in a sequence")
+    g.add_argument("--tokenizer", choices=TOKENIZERS, default="char", help="text: characters, or byte-level BPE")
+    g.add_argument("--vocab-size", type=int, default=1000, help="text with --tokenizer bpe: tokens, bytes included")
     g = p.add_argument_group("model")
     g.add_argument("--attention", choices=tuple(KV_HEADS), default="mha",
                    help="multi-head, grouped-query or multi-query attention")
@@ -123,8 +138,8 @@ def build_parser():
     g.add_argument("--kv-latent-dim", type=int, default=None,
                    help="multi-head latent attention (DeepSeek-V2): cache a latent of this size, not keys and values")
     g.add_argument("--context-length", type=int, default=None,
-                   help=f"positions the model has (default: 2 * max-len + 1, what the task needs; "
-                        f"at most {MAX_CONTEXT_LENGTH})")
+                   help=f"positions the model has (default: 2 * max-len + 1, what the copy task needs; "
+                        f"text: {TEXT_DEFAULTS['context_length']}; at most {MAX_CONTEXT_LENGTH})")
     g = p.add_argument_group("training")
     g.add_argument("--batch-size", type=int, default=64, help="training sequences per step")
     g.add_argument("--steps", type=int, default=1200, help="most optimizer steps (stops early at 100%% held-out)")
@@ -169,6 +184,8 @@ def parse_args(argv=None):
     defaults = vars(parser.parse_args([]))
     parsed = parser.parse_args(argv, argparse.Namespace(**dict.fromkeys(defaults, _UNSET)))  # defaults left unset
     given = {k: v for k, v in vars(parsed).items() if v is not _UNSET}
+    if given.get("task") == "text":
+        defaults.update(TEXT_DEFAULTS)
     out = given.get("out") or default_out(given, defaults)
     options = stored_options(parser, out, given, defaults) if given.get("resume") else {**defaults, **given}
     args = argparse.Namespace(**dict(options, out=out, resume=bool(given.get("resume"))))
@@ -229,13 +246,19 @@ def validate(args):
         args.kv_heads = implied
     elif args.attention != "gqa" and args.kv_heads != implied:
         raise ValueError(f"--attention {args.attention} means --kv-heads {implied}, got --kv-heads {args.kv_heads}")
-    needed = make_task(vars(args)).context_length
-    if args.context_length is None:
-        args.context_length = needed
-    if args.context_length < needed:
-        raise ValueError(f"sequences of --max-len {args.max_len} symbols need a context of {needed} tokens (prompt "
-                         f"and answer), but --context-length is {args.context_length}")
-    make_model_config(args)
+    if args.task == "text" and args.tokenizer == "bpe" and not 256 < args.vocab_size <= 2 ** 16:
+        raise ValueError(f"--vocab-size {args.vocab_size} must be above 256 (the bytes) and at most 65536")
+    if args.task == "text":  # the tokenizer is trained with the task; its vocabulary is at most this
+        vocab_size = args.vocab_size if args.tokenizer == "bpe" else 256
+    else:
+        task = make_task(vars(args))
+        vocab_size, needed = task.vocab_size, task.context_length
+        if args.context_length is None:
+            args.context_length = needed
+        if args.context_length < needed:
+            raise ValueError(f"sequences of --max-len {args.max_len} symbols need a context of {needed} tokens "
+                             f"(prompt and answer), but --context-length is {args.context_length}")
+    make_model_config(args, vocab_size)
     weights = args.batch_size * args.heads * args.context_length ** 2
     if weights > MAX_ATTENTION_WEIGHTS:
         raise ValueError(f"--batch-size {args.batch_size} x --heads {args.heads} x a context of "
@@ -265,8 +288,8 @@ def differences(stored, current):
             for k in sorted(set(stored) | set(current)) if stored.get(k) != current.get(k)]
 
 
-def make_model_config(args):
-    return model_config(dict(vocab_size=args.num_symbols + FIRST_SYMBOL, context_length=args.context_length,
+def make_model_config(args, vocab_size):
+    return model_config(dict(vocab_size=vocab_size, context_length=args.context_length,
                              d_model=args.d_model, num_layers=args.layers, num_heads=args.heads,
                              num_kv_heads=args.kv_heads, positions=args.positions, dropout=args.dropout,
                              window=args.window, layer_pattern=args.layer_pattern, kv_latent_dim=args.kv_latent_dim))
@@ -278,8 +301,8 @@ def train_step(model, optimizer, task, data_rng, args, step):
     Diverged, before the update, if the loss or the gradient norm is not finite.
     """
     optimizer.lr = warmup_cosine(step, args.lr, args.warmup, args.steps)
-    idx, targets, mask = task.get_batch(data_rng, args.batch_size)  # (B, T) each
-    logits = model(Tensor(idx), attention_mask=Tensor(mask))  # (B, T, vocab)
+    idx, targets, mask = task.get_batch(data_rng, args.batch_size)  # (B, T) each; mask None: no padding
+    logits = model(Tensor(idx), attention_mask=mask)  # (B, T, vocab)
     loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE_INDEX)
     optimizer.zero_grad()
     loss.backward()
@@ -333,10 +356,12 @@ class Progress:
 
     def status(self, step, loss, evals):
         """The line for `step`: loss, latest held-out accuracy, speed and the time left at most."""
-        held = (f"held-out {evals['exact_match'][-1]:.1%} at {evals['step'][-1]}" if evals["step"]
+        latest = (f"{evals['exact_match'][-1]:.1%}" if "exact_match" in evals else
+                  f"{evals['nats_per_char'][-1]:.3f} nats/char") if evals["step"] else None
+        held = (f"held-out {latest} at {evals['step'][-1]}" if latest
                 else f"first held-out check at {min(self.eval_every, self.total)}")
         rate = self.rate(step)
-        return (f"step {step}/{self.total}  loss {loss:.4f}  {held}  {rate:.0f} steps/s  "
+        return (f"step {step}/{self.total}  loss {loss:.4f}  {held}  {rate:.{0 if rate >= 10 else 1}f} steps/s  "
                 f"ETA {clock((self.total - step) / max(rate, 1e-9))}")
 
     def update(self, step, loss, evals):
@@ -410,44 +435,77 @@ def resume(path, args, model, optimizer, data_rng):
     return meta["step"], meta["done"], meta["history"]
 
 
-def save(path, args, config, step, done, history, model, optimizer, data_rng):
+def save(path, args, task, config, step, done, history, model, optimizer, data_rng):
     """Checkpoint the run (atomically) and write its history.json beside it; Diverged instead if the
-    weights are no longer finite, so the last good checkpoint stays."""
+    weights are no longer finite, so the last good checkpoint stays. A text run stores its tokenizer."""
     if not all(np.isfinite(p.data).all() for p in model.parameters()):
         raise Diverged(f"the weights are no longer finite numbers after step {step}")
     meta = {"options": options_of(args), "model_config": dataclasses.asdict(config), "step": step, "done": done,
             "data_rng": data_rng.bit_generator.state, "model_rng": default_rng().bit_generator.state,
             "history": history}
+    if args.task == "text":
+        meta["tokenizer"] = tokenizer_state(task.tokenizer)
     checkpoint.save(path, model.state_dict(), optimizer.state_dict(), meta)
     checkpoint.write_json(os.path.join(os.path.dirname(path), "history.json"), history)
 
 
-def header(args, config, heldout, n_params):
+def header(args, task, config, heldout, n_params):
     """What is trained, how, and where, in lines of at most 80 columns."""
     warmup = f", warm-up {args.warmup} steps" if args.warmup else ""
+    if args.task == "text":  # the count models the held-out loss should beat, on the same scale
+        base = {name: loss / task.chars_per_token for name, loss in task.baselines().items()}
+        held = f"held-out baselines: unigram {base['unigram']:.3f}, bigram {base['bigram']:.3f} nats/char"
+    else:
+        held = f"{len(heldout)} held-out sequences"
     return "\n".join([
-        f"{args.task} task: {args.num_symbols} symbols, lengths {args.min_len}..{args.max_len}, "
-        f"{len(heldout)} held-out sequences",
+        task.summary(), held,
         f"model: {args.layers} layers, d_model {args.d_model}, {config.attention} {args.heads}/{args.kv_heads} heads, "
         f"{args.positions} positions, {n_params:,} parameters",
         f"training: at most {args.steps} steps of {args.batch_size} sequences, AdamW lr {args.lr:g}{warmup}",
         f"every {args.eval_every} steps: held-out check and checkpoint in {args.out}"])
 
 
-def report(stream, args, task, heldout, predictions, metrics, history, step, elapsed):
-    """The end of a run: some held-out examples, the final figures, the run directory."""
-    print(f"\nheld-out examples ({args.task}):", file=stream)
-    for symbols, pred in list(zip(heldout, predictions))[:5]:
-        mark = "✓" if np.array_equal(pred, task.answer(symbols)) else "✗"
-        print(f"  {format_symbols(symbols)} -> {format_symbols(pred)}  {mark}", file=stream)
+def per_char(metrics):
+    """A text evaluation in words: '1.523 nats/char', after the loss per token where tokens are not characters."""
+    per_token = f"{metrics['loss']:.4f} nats/token = " if metrics["loss"] != metrics["nats_per_char"] else ""
+    return f"{per_token}{metrics['nats_per_char']:.3f} nats/char"
+
+
+def evaluation_line(step, args, history, metrics):
+    """The line an evaluation prints: the step, the mean training loss since the last, the held-out figures."""
+    mean = np.mean(history["train"]["loss"][-args.eval_every:])
+    if "exact_match" in metrics:
+        held = f"exact {metrics['exact_match']:6.1%}, per token {metrics['token_accuracy']:6.1%}"
+    else:
+        held = per_char(metrics)
+    return f"step {step:>5}/{args.steps}  mean loss {mean:.4f}  held-out: {held}"
+
+
+def report(stream, args, model, task, heldout, predictions, metrics, history, step, elapsed):
+    """The end of a run: held-out examples (a sample of text), the final figures, the run directory."""
+    if args.task == "text":
+        prompt = task.heldout_ids[:min(SAMPLE_PROMPT, model.cfg.context_length // 2)].tolist()
+        print(f"\na sample (temperature {SAMPLE_TEMPERATURE}), after {len(prompt)} held-out tokens in [ ]:",
+              file=stream)
+        print(f"[{task.tokenizer.decode(prompt)}]" + "".join(write_text(model, task, prompt, SAMPLE_TOKENS,
+                                                                         SAMPLE_TEMPERATURE)), file=stream)
+        held = f"held-out {per_char(metrics)} (bigram {task.baselines()['bigram'] / task.chars_per_token:.3f})"
+        example_args = ["--prompt", task.tokenizer.decode(prompt)]
+    else:
+        print(f"\nheld-out examples ({args.task}):", file=stream)
+        for symbols, pred in list(zip(heldout, predictions))[:5]:
+            mark = "✓" if np.array_equal(pred, task.answer(symbols)) else "✗"
+            print(f"  {format_symbols(symbols)} -> {format_symbols(pred)}  {mark}", file=stream)
+        held = (f"held-out exact match {metrics['exact_match']:.1%} of {len(heldout)}, per token "
+                f"{metrics['token_accuracy']:.1%}")
+        example_args = [format_symbols(heldout[0])]
     last_loss = float(np.mean(history["train"]["loss"][-args.eval_every:]))
     print(f"\nfinal: step {step}/{args.steps}, mean loss {last_loss:.4f} over the last {args.eval_every} steps\n"
-          f"held-out exact match {metrics['exact_match']:.1%} of {len(heldout)}, per token "
-          f"{metrics['token_accuracy']:.1%}; {elapsed:.1f} s", file=stream)
+          f"{held}; {elapsed:.1f} s", file=stream)
     print(f"run directory {args.out}:", file=stream)
     for name in sorted(os.listdir(args.out)):
         print(f"  {name:<15} {os.path.getsize(os.path.join(args.out, name)) / 1024:7.1f} kB", file=stream)
-    print(f"try it: {command('sample', ['--checkpoint', args.out, format_symbols(heldout[0])])}", file=stream)
+    print(f"try it: {command('sample', ['--checkpoint', args.out, *example_args])}", file=stream)
     return last_loss
 
 
@@ -459,14 +517,16 @@ def train(args, stream=None):
     ended (a second Ctrl-C: at once). The checkpoint on disk is the last good one in every case.
     """
     stream = sys.stdout if stream is None else stream
-    task, config = make_task(vars(args)), make_model_config(args)
+    path = os.path.join(args.out, checkpoint.FILENAME)
+    tokenizer = stored_tokenizer(checkpoint.read_meta(path)) if args.resume and args.task == "text" else None
+    task = make_task(vars(args), tokenizer)  # resumed, a text run decodes with the tokenizer it was trained with
+    config = make_model_config(args, task.vocab_size)
     train_seed, heldout_seed = np.random.SeedSequence(args.seed).spawn(2)
     data_rng = np.random.default_rng(train_seed)
-    heldout = task.heldout_set(np.random.default_rng(heldout_seed), args.eval_size)
+    heldout = heldout_of(task, np.random.default_rng(heldout_seed), args.eval_size)
     manual_seed(args.seed)  # parameter init and dropout draw from tinygrad_attn's generator
     model = Transformer(config)
     optimizer = AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-    path = os.path.join(args.out, checkpoint.FILENAME)
     os.makedirs(args.out, exist_ok=True)
     removed = checkpoint.remove_leftovers(args.out)  # of writes that a kill -9 cut short
     if args.resume:
@@ -474,10 +534,10 @@ def train(args, stream=None):
         print(f"resuming {path} at step {step}" + (": the run is already complete" if done else ""), file=stream)
     else:
         removed += start_afresh(args, config)
-        step, done, history = 0, False, new_history()
+        step, done, history = 0, False, new_history(vars(args))
     if removed:
         print(f"removed the files of an earlier run from {args.out}: {', '.join(removed)}", file=stream)
-    print(header(args, config, heldout, sum(p.numel() for p in model.parameters())), file=stream)
+    print(header(args, task, config, heldout, sum(p.numel() for p in model.parameters())), file=stream)
     progress = Progress(stream, args.steps, step, args.eval_every)
     started = time.perf_counter()
     metrics = None  # of the latest evaluation
@@ -491,14 +551,12 @@ def train(args, stream=None):
                 if evaluating:
                     metrics, predictions = evaluate(model, task, heldout)
                     append(history["eval"], step=step, **metrics)
-                    done = metrics["exact_match"] == 1.0 or step >= args.steps
-                    progress.line(f"step {step:>5}/{args.steps}  mean loss "
-                                  f"{np.mean(history['train']['loss'][-args.eval_every:]):.4f}  held-out: exact "
-                                  f"{metrics['exact_match']:6.1%}, per token {metrics['token_accuracy']:6.1%}")
+                    done = metrics.get("exact_match") == 1.0 or step >= args.steps  # the copy task stops early
+                    progress.line(evaluation_line(step, args, history, metrics))
                 else:
                     progress.update(step, loss, history["eval"])
                 if evaluating or interrupt.requested:
-                    save(path, args, config, step, done, history, model, optimizer, data_rng)
+                    save(path, args, task, config, step, done, history, model, optimizer, data_rng)
                 if interrupt.requested:
                     raise KeyboardInterrupt
     finally:
@@ -506,8 +564,9 @@ def train(args, stream=None):
     elapsed = time.perf_counter() - started
     if metrics is None:  # a resumed run that was already complete: nothing was evaluated in this session
         metrics, predictions = evaluate(model, task, heldout)
-    write_pictures(args.out, model, task, history, heldout[0])
-    last_loss = report(stream, args, task, heldout, predictions, metrics, history, step, elapsed)
+    write_pictures(args.out, model, task, history, *example(task, config.context_length,
+                                                            None if args.task == "text" else format_symbols(heldout[0])))
+    last_loss = report(stream, args, model, task, heldout, predictions, metrics, history, step, elapsed)
     return dict(metrics, step=step, loss=last_loss, seconds=elapsed)
 
 
