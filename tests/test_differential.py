@@ -674,8 +674,7 @@ def _strict_hyperparameters():
             make([p], float("inf"))
     torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=float("inf"), momentum=float("inf"))  # accepted
     with pytest.raises(ValueError, match="max_norm must be a finite number > 0"):
-        optim.clip_grad_norm_([p], float("inf"))
-    torch.nn.utils.clip_grad_norm_([torch.zeros(1, requires_grad=True)], float("inf"))  # accepted: no clipping
+        optim.clip_grad_norm_([p], float("nan"))
 
 
 def _duplicate_parameter():
@@ -732,8 +731,8 @@ DIFFERENCES = {
                          "for a query shorter than the keys (decoding with a cache) pass "
                          "`attn_mask=F.causal_mask(T_q, T_k)` (PyTorch's `causal_lower_right`).", _causal_alignment),
     "strict-hyperparameters": ("Optimizers refuse NaN or inf hyper-parameters (PyTorch takes `lr=inf`), and "
-                               "`clip_grad_norm_` refuses `max_norm=inf` (PyTorch takes it, to measure the "
-                               "norm without clipping).", _strict_hyperparameters),
+                               "`clip_grad_norm_` refuses a NaN `max_norm` (it takes inf, as PyTorch does, to "
+                               "measure the norm without clipping).", _strict_hyperparameters),
     "duplicate-parameter": ("A parameter listed twice in an optimizer is an error (PyTorch 2.13 warns and "
                             "updates it twice).", _duplicate_parameter),
     "exact-integer-loads": ("`load_state_dict` into a bool or integer buffer refuses values that do not convert "

@@ -316,12 +316,20 @@ def params():
     (lambda v: optim.AdamW(params(), weight_decay=v), "weight_decay must be a finite number >= 0"),
     (lambda v: optim.Adam(params(), betas=(v, 0.999)), "betas must be in [0, 1)"),
     (lambda v: optim.AdamW(params(), betas=(0.9, v)), "betas must be in [0, 1)"),
-    (lambda v: optim.clip_grad_norm_(params(), v), "max_norm must be a finite number > 0"),
 ])
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), -1.0])
 def test_non_finite_or_negative_hyperparameters_refused(make, text, value):
     with raises(ValueError, text):
         make(value)
+
+
+def test_clip_grad_norm_refuses_nan_or_no_norm_and_takes_inf_to_measure_without_clipping():
+    for value in (float("nan"), 0.0, -1.0):
+        with raises(ValueError, "max_norm must be a finite number > 0"):
+            optim.clip_grad_norm_(params(), value)
+    p = nn.Parameter(np.array([3.0, 4.0]))
+    p.grad = Tensor(np.array([30.0, 40.0]))
+    assert optim.clip_grad_norm_([p], float("inf")) == 50.0 and p.grad.tolist() == [30.0, 40.0]
 
 
 def test_a_parameter_listed_twice_is_an_error():

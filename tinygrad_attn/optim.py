@@ -181,8 +181,10 @@ def clip_grad_norm_(parameters, max_norm):
     As torch.nn.utils.clip_grad_norm_: the norm is taken over every gradient as if they were
     one vector; gradients are multiplied in place by min(1, max_norm / (norm + 1e-6)).
     Parameters without a gradient are skipped. Returns the norm before clipping, a float.
+    max_norm=inf measures the norm without clipping, as in PyTorch.
     """
-    _finite("max_norm", max_norm, positive=True)
+    if max_norm != math.inf:
+        _finite("max_norm", max_norm, positive=True)
     params = [parameters] if isinstance(parameters, Tensor) else list(parameters)
     grads = [p.grad.data for p in params if p.grad is not None]
     if not grads:
