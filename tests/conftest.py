@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from tinygrad_attn.tensor import topological_order
+from tinygrad_attn.engine import topological_order
 
 
 @pytest.fixture(scope="session")

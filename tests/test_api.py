@@ -131,3 +131,13 @@ def test_tensor_init_has_a_docstring():
 def test_version_agrees_with_pyproject():
     pyproject = (Path(__file__).resolve().parent.parent / "pyproject.toml").read_text()
     assert re.search(r'^version = "([^"]+)"', pyproject, re.M).group(1) == tg.__version__
+
+
+def test_no_function_of_the_package_hides_one_of_its_modules():
+    """`tinygrad_attn.tensor` is PyTorch's factory function; no module of the package has its name."""
+    import importlib
+    import pkgutil
+    for info in pkgutil.iter_modules(tg.__path__):
+        module = importlib.import_module(f"tinygrad_attn.{info.name}")
+        assert getattr(tg, info.name) is module, f"tinygrad_attn.{info.name} is not the module of that name"
+    assert callable(tg.tensor) and tg.tensor([1.0]).shape == (1,)

@@ -15,7 +15,7 @@ from tinygrad_attn import train as train_mod
 from tinygrad_attn.nn import functional as F
 from tinygrad_attn.optim import AdamW, clip_grad_norm_, warmup_cosine
 from tinygrad_attn.runs import load_run
-from tinygrad_attn.tensor import Tensor
+from tinygrad_attn.engine import Tensor
 from tinygrad_attn.text import TextTask, load_corpus, split_corpus, train_tokenizer
 
 from attention_testing import torch_gpt_twin

@@ -1,10 +1,10 @@
 """tinygrad_attn: a reverse-mode autograd engine on numpy, and the attention family built on it."""
 
 from . import runtime
-from .tensor import (Tensor, Function, no_grad, is_grad_enabled, manual_seed, tensor, from_numpy, zeros, ones,
+from .engine import (Tensor, Function, no_grad, is_grad_enabled, manual_seed, tensor, from_numpy, zeros, ones,
                      full, randn, rand, randint, arange, tril, triu, cat, stack, where,
                      float32, float64, int64, bool_)
-from .gradcheck import gradcheck, GradcheckError
+from .finite_differences import gradcheck, GradcheckError
 
 __version__ = "0.1.0"  # the same as pyproject.toml's (tests/test_api.py checks that they agree)
 

@@ -2,14 +2,14 @@
 
 numpy makes int64 + float32 float64, and a float32 array times a 0-d float64 array float64;
 PyTorch keeps both float32. A teaching engine should compute in the dtype a PyTorch user
-expects, so tensor.py promotes its operands here before handing numpy the arrays.
+expects, so engine.py promotes its operands here before handing numpy the arrays.
 """
 
 import functools
 
 import numpy as np
 
-from .tensor import Tensor, bool_, float32, int64
+from .engine import Tensor, bool_, float32, int64
 
 CATEGORY = {"b": 0, "u": 1, "i": 1, "f": 2}  # bool < integer < floating, by numpy's dtype.kind
 

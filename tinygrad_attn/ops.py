@@ -1,7 +1,7 @@
 """Every differentiable op: a Function with its forward and, a few lines below, its backward.
 
 backward(grad) returns one gradient per input, of the *output's* broadcast shape if that is
-easier: the engine (tensor.py) sums each back to its input's shape and accumulates it.
+easier: the engine (engine.py) sums each back to its input's shape and accumulates it.
 The comment on each backward gives the local derivative.
 """
 
@@ -9,7 +9,7 @@ import math
 
 import numpy as np
 
-from .tensor import Function
+from .engine import Function
 
 # ---------------------------------------------------------------------------------------
 # Elementwise binary ops (inputs may broadcast; the engine undoes it)

@@ -14,7 +14,7 @@ import numbers
 
 import numpy as np
 
-from .tensor import Tensor, no_grad
+from .engine import Tensor, no_grad
 
 
 def _finite(name, value, positive=False):

@@ -18,7 +18,7 @@ import numpy as np
 
 from .data import format_symbols
 from .runs import describe, load_run_or_exit
-from .tensor import Tensor, no_grad
+from .engine import Tensor, no_grad
 from .text import TextTask
 from .viz import attention_heatmaps_svg, training_curves_svg
 

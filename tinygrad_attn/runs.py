@@ -16,7 +16,7 @@ from . import checkpoint
 from .data import CopyTask, decode_answer
 from .nn import functional as F
 from .nn.transformer import Transformer, TransformerConfig
-from .tensor import Tensor, no_grad
+from .engine import Tensor, no_grad
 from .text import TextTask, load_corpus, split_corpus, tokenizer_from_state, train_tokenizer
 
 # The most a run may ask for. Far beyond what this numpy engine trains in reasonable time, low

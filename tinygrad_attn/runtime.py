@@ -1,4 +1,4 @@
-"""Settings of the process the engine runs in, kept out of the engine so that tensor.py reads as autograd.
+"""Settings of the process the engine runs in, kept out of the engine so that engine.py reads as autograd.
 
 keep_freed_memory() runs once when tinygrad_attn is imported.
 """

@@ -15,7 +15,7 @@ import sys
 
 from .data import format_symbols
 from .runs import describe, evaluate, load_run_or_exit, write_text
-from .tensor import manual_seed
+from .engine import manual_seed
 from .text import TextTask
 
 

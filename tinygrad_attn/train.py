@@ -46,7 +46,7 @@ from .optim import AdamW, clip_grad_norm_, warmup_cosine
 from .pictures import example, write_pictures
 from .runs import (MAX_CONTEXT_LENGTH, check_meta, command, evaluate, heldout_of, make_task, model_config,
                    new_history, stored_tokenizer, write_text)
-from .tensor import Tensor, default_rng, manual_seed
+from .engine import Tensor, default_rng, manual_seed
 from .text import TOKENIZERS, tokenizer_state
 
 DEFAULT_WARMUP = 50

@@ -30,7 +30,7 @@ What every layer adds to the book's version, the same way:
 
 import numpy as np
 
-from ..tensor import cat, default_rng
+from ..engine import cat, default_rng
 from .layers import Dropout, Linear
 from .masks import causal_blocked, mask_scores, padding_mask
 from .module import Module, ModuleList, Parameter

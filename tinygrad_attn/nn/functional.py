@@ -9,7 +9,7 @@ import numpy as np
 
 from .. import ops
 from ..shapes import broadcast_shape, check_floating
-from ..tensor import Tensor
+from ..engine import Tensor
 from .masks import causal_blocked
 
 

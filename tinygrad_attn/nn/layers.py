@@ -4,7 +4,7 @@ import math
 
 import numpy as np
 
-from ..tensor import Tensor, default_rng
+from ..engine import Tensor, default_rng
 from . import functional as F
 from .module import Module, Parameter
 

@@ -10,7 +10,7 @@ Two public edges speak other conventions, and each is converted once, where it e
 
 import numpy as np
 
-from ..tensor import Tensor
+from ..engine import Tensor
 
 
 def causal_blocked(T_q, T_k, offset=None, window=None):

@@ -9,7 +9,7 @@ from collections import namedtuple
 
 import numpy as np
 
-from ..tensor import Tensor
+from ..engine import Tensor
 
 
 class Parameter(Tensor):

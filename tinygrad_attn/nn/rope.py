@@ -12,7 +12,7 @@ and by n*theta of a key leaves their dot product depending on m - n only, so att
 
 import numpy as np
 
-from ..tensor import Tensor, cat, float64
+from ..engine import Tensor, cat, float64
 from .module import Module
 
 

@@ -21,7 +21,7 @@ from typing import Optional
 
 import numpy as np
 
-from ..tensor import Tensor, default_rng, int64, no_grad
+from ..engine import Tensor, default_rng, int64, no_grad
 from .attention import (GroupedQueryAttention, MultiHeadAttention, MultiHeadLatentAttention, SlidingWindowAttention,
                         check_fits)
 from .layers import Dropout, Embedding, GELU, LayerNorm, Linear

@@ -14,7 +14,7 @@ import inspect
 
 import numpy as np
 
-from ..tensor import Tensor, topological_order
+from ..engine import Tensor, topological_order
 from .dot import dot_body, to_dot
 from .modules import _tensors, record_modules
 from .names import record_names

@@ -20,7 +20,7 @@ Embedding) belongs to the caller, so the model's input stays outside the model's
 import numpy as np
 
 from ..nn.module import register_module_forward_hook, register_module_forward_pre_hook
-from ..tensor import Tensor
+from ..engine import Tensor
 from .names import record_names
 
 

@@ -17,10 +17,10 @@ one draws.
 import sys
 from pathlib import Path
 
-from ..tensor import Tensor
+from ..engine import Tensor
 
 PACKAGE = Path(__file__).resolve().parent.parent
-UNTRACED = {PACKAGE / "tensor.py", PACKAGE / "ops.py", PACKAGE / "shapes.py", Path(__file__).resolve().parent}
+UNTRACED = {PACKAGE / "engine.py", PACKAGE / "ops.py", PACKAGE / "shapes.py", Path(__file__).resolve().parent}
 GENERIC = frozenset({"x", "t", "y", "out", "output", "result", "tensor", "self"})
 
 

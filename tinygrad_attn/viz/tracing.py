@@ -19,7 +19,7 @@ raises an error saying so.
 
 import numpy as np
 
-from ..tensor import Tensor, _FREED, topological_order
+from ..engine import Tensor, _FREED, topological_order
 from .graph import Edge, Graph, Node, number_text, shape_text
 from .simplify import collapse_modules, contract_shape_ops, merge_outputs
 

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from .tensor import Tensor
+from .engine import Tensor
 
 
 class GradcheckError(RuntimeError):
