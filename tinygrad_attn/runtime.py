@@ -1,11 +1,19 @@
 """Settings of the process the engine runs in, kept out of the engine so that tensor.py reads as autograd.
 
-keep_freed_memory() runs once when tinygrad_attn is imported.
+  keep_freed_memory()    glibc's malloc keeps freed blocks (runs once when tinygrad_attn is imported)
+  set_num_threads(n)     the cores the engine uses: numpy's BLAS at one thread, and a pool of n threads
+                         that the fused ops (fused.py) split their large work over (runs once on import)
+  parallel_for(fn, n, cost)   that split
+  fused_ops(False)       run the fused ops as the compositions of basic ops they replace (for drawings)
 """
 
+import contextlib
 import ctypes
 import os
 import sys
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
 
 
 def keep_freed_memory():
@@ -27,3 +35,153 @@ def keep_freed_memory():
         libc.mallopt(M_TRIM_THRESHOLD, 256 << 20)  # and the heap is trimmed only past 256 MiB of free top
     except (OSError, AttributeError):  # not glibc (musl, ...)
         pass
+
+
+# ---------------------------------------------------------------------------------------
+# Threads: numpy's BLAS, and the pool of the fused ops
+# ---------------------------------------------------------------------------------------
+
+def openblas_function(name):
+    """The C function openblas_<name> of the OpenBLAS that numpy loaded (ctypes), or None if there is none.
+
+    numpy's wheels bundle scipy-openblas, whose symbols carry a prefix and a suffix
+    (scipy_openblas_set_num_threads64_); other builds have the plain names. Calling it costs
+    about a microsecond (threadpoolctl, which finds every BLAS of the process, about a millisecond).
+    """
+    try:
+        with open("/proc/self/maps") as f:
+            lib = next(line.split()[-1] for line in f if "openblas" in line.lower() and ".so" in line)
+        so = ctypes.CDLL(lib)
+    except (OSError, StopIteration):
+        return None
+    for symbol in (f"scipy_openblas_{name}64_", f"openblas_{name}64_", f"scipy_openblas_{name}", f"openblas_{name}"):
+        if hasattr(so, symbol):
+            return getattr(so, symbol)
+    return None
+
+
+def blas_threads():
+    """The threads numpy's OpenBLAS uses, or None if numpy's BLAS is not OpenBLAS."""
+    fn = openblas_function("get_num_threads")
+    return None if fn is None else fn()
+
+
+def blas_kernel():
+    """The CPU kernels OpenBLAS chose at load time ("Haswell", "SkylakeX", ...), or None."""
+    fn = openblas_function("get_corename")
+    if fn is None:
+        return None
+    fn.restype = ctypes.c_char_p
+    return fn().decode()
+
+
+def set_blas_threads(n):
+    """Make numpy's OpenBLAS use n threads; False if numpy's BLAS is not OpenBLAS."""
+    fn = openblas_function("set_num_threads")
+    if fn is not None:
+        fn(n)
+    return fn is not None
+
+
+_num_threads = 1
+_pool = None  # num_threads - 1 workers; the calling thread is the last one
+
+
+def set_num_threads(n):
+    """Use n cores (torch.set_num_threads): fused ops split large work over a pool of n threads, and
+    numpy's BLAS is set to one thread.
+
+    Why BLAS gets one thread: OpenBLAS's threads spin-wait between calls, and when another
+    process holds a core they wait for it a scheduler slice at a time. A 256 x 256 matmul took
+    0.27 ms on one thread and 10-16 ms on two with the second core busy, and `make train` 38-70 s
+    instead of 4.5 s. The pool has neither problem: its threads sleep between jobs, and a job is cut
+    into more pieces than threads, so the thread on a free core takes the pieces the other is
+    too slow to. Splitting a large matmul by rows over the pool is as fast as OpenBLAS's own
+    threads (each piece is still one BLAS call), and small work is never split (see parallel_for).
+    """
+    global _num_threads, _pool
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"the number of threads must be a positive integer, got {n!r}")
+    set_blas_threads(1)
+    if _pool is not None:
+        _pool.shutdown()
+    _num_threads = n
+    _pool = ThreadPoolExecutor(n - 1, thread_name_prefix="tinygrad_attn") if n > 1 else None
+
+
+def get_num_threads():
+    return _num_threads
+
+
+def default_num_threads():
+    """TINYGRAD_ATTN_THREADS if set, else the cores this process may run on."""
+    given = os.environ.get("TINYGRAD_ATTN_THREADS")
+    if given:
+        return int(given)
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+@contextlib.contextmanager
+def num_threads(n):
+    """set_num_threads(n) inside the block, the count before after it."""
+    before = _num_threads
+    set_num_threads(n)
+    try:
+        yield
+    finally:
+        set_num_threads(before)
+
+
+MIN_COST = 1 << 18  # below this, splitting costs more than it saves (~60 us of pool round trip, measured)
+
+
+def parallel_for(fn, n, cost):
+    """Call fn(rows) for slices `rows` that together cover range(n) once each, on the pool's
+    threads at the same time, when `cost` (about the number of array elements the work reads and
+    writes) is large enough to pay for the split; else fn(slice(0, n)) here.
+
+    fn must write only its own rows of its outputs. numpy releases the GIL inside its loops and
+    BLAS calls, so the threads compute side by side. The work is cut into twice as many pieces as
+    threads, each at least MIN_COST: a thread slowed by another process takes fewer of them.
+    """
+    pieces = min(n, 2 * _num_threads, int(cost // MIN_COST))
+    if _pool is None or pieces < 2:
+        fn(slice(0, n))
+        return
+    bounds = np.linspace(0, n, pieces + 1).round().astype(int)
+    todo = iter([slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])])
+
+    def work():
+        for rows in todo:  # next() on a shared iterator is atomic under the GIL: each piece runs once
+            fn(rows)
+
+    helpers = [_pool.submit(work) for _ in range(_num_threads - 1)]
+    try:
+        work()
+    finally:
+        for h in helpers:
+            h.result()  # waits, and raises what a helper raised
+
+
+# ---------------------------------------------------------------------------------------
+# The switch between the fused ops and the compositions they replace
+# ---------------------------------------------------------------------------------------
+
+_fused = True
+
+
+def fused_ops_enabled():
+    return _fused
+
+
+@contextlib.contextmanager
+def fused_ops(enabled=True):
+    """Inside `with fused_ops(False):` every fused op of fused.py runs as the composition of basic
+    ops it replaces, with the same values and gradients (to float rounding), so a drawing shows
+    an attention layer's steps (queries @ keys^T, mask, scale, softmax, @ values) instead of one box."""
+    global _fused
+    before, _fused = _fused, bool(enabled)
+    try:
+        yield
+    finally:
+        _fused = before
