@@ -47,7 +47,7 @@ draw: venv graphviz ## draw one layer or figure for a slide (ARGS="grouped_query
 notebooks: venv ## write docs/notebooks/ from the chapters in docs/, executed (make test checks they are current)
 	$(PY) docs/make_notebooks.py
 
-bench: venv ## time training vs PyTorch and numpy, memory, KV-cache decoding; writes docs/performance.md (ARGS="--quick")
+bench: venv ## a training step vs PyTorch on a grid of sizes at 1 and 2 threads, memory, decoding; writes docs/performance.md (ARGS="--quick" prints only)
 	$(PY) -m benchmarks.bench $(ARGS)
 
 clean: ## remove the virtualenv and caches
