@@ -23,16 +23,20 @@ def keep_freed_memory():
     each freed block over 128 KiB, so the next allocation of it page-faults in zeroed pages,
     and elementwise ops spend most of their time there: on a (64, 16, 256) float32 GELU,
     1.9 ms of page faults for 0.15 ms of arithmetic (measured on the 2-core VM we develop on;
-    a d64 training step went from 67 to 47 ms). PyTorch's caching allocator avoids the same
-    cost. Set TINYGRAD_ATTN_MALLOC=default to opt out; other C libraries keep their defaults.
+    a d64 training step went from 67 to 47 ms). Past 32 MiB (the largest mmap threshold) glibc
+    always maps, and a heap that shrinks hands its top back: at d_model 256, T 512 a step's
+    arrays are 33-268 MiB, and a fresh 134 MiB block cost 8-300 ms of faults (300 the first time
+    the VM's memory is touched), so the step took 5.6 s instead of 4.4. Hence no mmap and no
+    trimming: the process keeps its peak heap, as PyTorch's caching allocator keeps its blocks.
+    Set TINYGRAD_ATTN_MALLOC=default to opt out; other C libraries keep their defaults.
     """
     if not sys.platform.startswith("linux") or os.environ.get("TINYGRAD_ATTN_MALLOC") == "default":
         return
     try:
         libc = ctypes.CDLL("libc.so.6")
-        M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
-        libc.mallopt(M_MMAP_THRESHOLD, 32 << 20)  # blocks up to 32 MiB (glibc's maximum) come from the heap
-        libc.mallopt(M_TRIM_THRESHOLD, 256 << 20)  # and the heap is trimmed only past 256 MiB of free top
+        M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_MMAP_MAX = -1, -3, -4
+        libc.mallopt(M_MMAP_MAX, 0)  # every block comes from the heap, also those past 32 MiB (mmap's threshold max)
+        libc.mallopt(M_TRIM_THRESHOLD, -1)  # and the heap is never trimmed (-1: the largest size_t)
     except (OSError, AttributeError):  # not glibc (musl, ...)
         pass
 
