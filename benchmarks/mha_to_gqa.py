@@ -51,7 +51,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory() as out:
         train_args = T.parse_args([*args.train_options, "--attention", "mha", "--out", out])
-        result = T.train(train_args, [], io.StringIO())
+        result = T.train(train_args, io.StringIO())
         model, task, _ = load_run(os.path.join(out, "checkpoint.npz"))
     heldout = task.heldout_set(np.random.default_rng(1234), args.eval_size)  # the held-out split: never trained on
     steps = max(1, round(args.uptrain * result["step"]))

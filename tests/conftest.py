@@ -1,4 +1,8 @@
-"""Fixtures shared by the whole test suite; keep them generic."""
+"""Fixtures shared by the whole test suite; keep them generic. And the end of the report: skips
+counted by reason, one line each, and how to run the PyTorch parity tests when they were skipped."""
+
+import collections
+import sys
 
 import numpy as np
 import pytest
@@ -54,3 +58,18 @@ def check_graph_dtype():
                         g = np.asarray(g)
                         assert g.dtype == p.dtype, f"{name}.backward gives {g.dtype} for an input of {p.dtype}"
     return check
+
+
+def pytest_terminal_summary(terminalreporter):
+    """One line per reason for the skipped tests (pyproject's addopts leaves them out of -r, which
+    lists every skipping line), then, if PyTorch was missing, the command that installs it."""
+    reasons = collections.Counter(report.longrepr[2].removeprefix("Skipped: ")
+                                  for report in terminalreporter.stats.get("skipped", [])
+                                  if isinstance(report.longrepr, tuple))
+    for reason, count in reasons.most_common():
+        terminalreporter.write_line(f"skipped {count}: {reason}")
+    without_torch = sum(count for reason, count in reasons.items() if "'torch'" in reason)
+    if without_torch:
+        python = getattr(sys, "orig_argv", [""])[0] or sys.executable
+        terminalreporter.write_line(f"the {without_torch} PyTorch parity tests need torch; to run them: "
+                                    f"{python} -m pip install torch==2.13.0", yellow=True)

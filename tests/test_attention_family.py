@@ -23,6 +23,7 @@ from tinygrad_attn.runs import load_run
 
 from attention_testing import (gradcheck_module, left_padded, randn, to_float64, torch_attention_twin,
                                torch_latent_twin)
+from run_testing import SMALL
 
 
 def build(cls, *args, seed=0, **kwargs):
@@ -512,10 +513,7 @@ def test_the_new_rungs_draw(name, tmp_path):
 # From the training command line
 # ---------------------------------------------------------------------------------------
 
-# A task small enough to learn in tens of steps (test_train.py's): 6 symbols, 4 at a time (so the
-# answer looks 4 tokens back), a 2-layer d_model 32 model.
-SMALL = ["--num-symbols", "6", "--seq-len", "4", "--d-model", "32", "--layers", "2", "--heads", "4",
-         "--lr", "1e-2", "--warmup", "10", "--eval-every", "10", "--eval-size", "64", "--steps", "100"]
+SMALL = [*SMALL, "--steps", "100"]  # run_testing.SMALL, at most 100 steps
 
 
 @pytest.mark.parametrize("options, kind", [
@@ -527,7 +525,7 @@ SMALL = ["--num-symbols", "6", "--seq-len", "4", "--d-model", "32", "--layers", 
 def test_the_new_rungs_learn_the_copy_task_from_the_command_line(tmp_path, options, kind):
     from tinygrad_attn import train
     args = train.parse_args([*SMALL, *options, "--out", str(tmp_path)])
-    result = train.train(args, [], io.StringIO())
+    result = train.train(args, io.StringIO())
     assert result["exact_match"] == 1.0 and result["step"] < 100
     model, _, _ = load_run(tmp_path)
     assert type(model.trf_blocks[0].att) is kind

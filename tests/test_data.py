@@ -68,11 +68,29 @@ def test_split_ignores_seed_and_task():
     assert len(verdicts) == 1
 
 
-def test_too_small_a_space_is_a_clear_error():
-    task = CopyTask(num_symbols=1, min_len=2)  # one sequence only: it is on one side of the split
-    side = "train" if task.is_heldout([0, 0]) else "heldout"
-    with pytest.raises(ValueError, match="too few distinct sequences"):
-        task.sample(np.random.default_rng(0), 1, side)
+@pytest.mark.parametrize("num_symbols,min_len,max_len", [(1, 2, 2), (1, 1, 1), (1, 3, 3)])
+def test_too_small_a_space_is_refused_when_the_task_is_made(num_symbols, min_len, max_len):
+    with pytest.raises(ValueError, match=f"num_symbols={num_symbols}, min_len={min_len}, max_len={max_len} give too "
+                                         "few distinct sequences"):
+        CopyTask(num_symbols, min_len, max_len)  # one side of the split would get (almost) no draws
+
+
+def test_heldout_share_counts_small_lengths_and_trusts_the_hash_for_large_ones():
+    task = CopyTask(num_symbols=4, min_len=2, max_len=2)  # 16 sequences, counted one by one
+    every = [(a, b) for a in range(4) for b in range(4)]
+    assert task.heldout_share() == np.mean([task.is_heldout(s) for s in every]) > 0
+    assert CopyTask(num_symbols=10, min_len=4, max_len=8).heldout_share() == 0.1  # 10**4 or more per length
+    # a share that small would make the sampler give up: what the check at construction prevents
+    task = CopyTask(num_symbols=2, min_len=4, max_len=4)
+    assert all(task.is_heldout(s) for s in task.sample(np.random.default_rng(0), 20, "heldout"))
+
+
+def test_split_of_names_what_the_training_saw():
+    task = CopyTask(num_symbols=10, min_len=4, max_len=8)
+    heldout = task.heldout_set(np.random.default_rng(0), 1)[0]
+    assert task.split_of(heldout) == "held out: never trained on"
+    assert task.split_of(task.sample(np.random.default_rng(0), 1)[0]) == "training split"
+    assert task.split_of([1, 2]) == "length 2: outside the trained lengths 4..8"
 
 
 def test_parse_and_format():
@@ -82,6 +100,8 @@ def test_parse_and_format():
         task.parse("3 12 4")
     with pytest.raises(ValueError, match="integers"):
         task.parse("3 x")
+    with pytest.raises(ValueError, match="symbol 99999999999999999999 is outside"):  # not an int64 OverflowError
+        task.parse("1 99999999999999999999")
     assert task.parse("1 2 3", context_length=7).tolist() == [1, 2, 3]  # 2 * 3 + 1 = 7 tokens fit
     with pytest.raises(ValueError, match="4 symbols need a context of 9 tokens.*is 7: at most 3 symbols"):
         task.parse("1 2 3 4", context_length=7)
@@ -94,6 +114,7 @@ def test_parse_and_format():
     (dict(min_len=5, max_len=3), "max_len=3 is shorter than min_len=5"),
     (dict(task="sort"), "'sort'"),
     (dict(heldout_fraction=1.0), "heldout_fraction"),
+    (dict(heldout_fraction=0.01), r"heldout_fraction must be in \[0.03, 0.97\]"),
 ])
 def test_rejects_bad_options(kwargs, match):
     with pytest.raises(ValueError, match=match):

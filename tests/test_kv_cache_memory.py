@@ -87,3 +87,9 @@ def test_write_replaces_the_tables_in_place(tmp_path, monkeypatch, capsys):
     kv_cache_memory.main(["--write"])
     assert page.read_text() == original
     assert "wrote" in capsys.readouterr().out
+
+
+def test_layers_without_a_cache_hold_no_bytes():
+    from tinygrad_attn.nn import BidirectionalAttention, CrossAttention
+    assert BidirectionalAttention(8, 8, 6, 0.0, 2).cache_bytes(10) == 0
+    assert CrossAttention(8, 8, 6, 0.0, 2).cache_bytes(10) == 0

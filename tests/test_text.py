@@ -173,8 +173,8 @@ def test_a_text_task_rebuilds_from_its_tokenizer_state(kind, documents):
     assert task.vocab_size == tokenizer.vocab_size
     assert task.tokenizer.encode(heldout_text[:500]) == tokenizer.encode(heldout_text[:500])
     assert task.tokenizer.decode(task.heldout_ids[:200].tolist()) == tokenizer.decode(task.heldout_ids[:200].tolist())
-    idx, targets = task.get_batch(np.random.default_rng(0), 4)
-    assert idx.shape == targets.shape == (4, 32) and np.array_equal(idx[:, 1:], targets[:, :-1])
+    idx, targets, mask = task.get_batch(np.random.default_rng(0), 4)
+    assert idx.shape == targets.shape == (4, 32) and np.array_equal(idx[:, 1:], targets[:, :-1]) and mask is None
     assert len(task.heldout) == (len(task.heldout_ids) - 1) // 32  # tiled: each held-out token scored once
     base = task.baselines()
     assert base["bigram"] < base["unigram"] < math.log(task.vocab_size)

@@ -24,12 +24,14 @@ column and generation can append to all rows at once; attention_mask is 1 on rea
 Held-out split: a symbol sequence is held out when a hash of it falls in the lowest
 `heldout_fraction` of the hash range. The hash depends on the symbols only (not on the
 seed or the task), and the training sampler rejects held-out sequences, so the model is
-never trained on a sequence it is evaluated on.
+never trained on a sequence it is evaluated on. A task with too few distinct sequences for
+both sides of the split (1 symbol, say) is refused when it is made.
 
 Everything here is numpy; randomness comes from a numpy Generator the caller passes in.
 """
 
 import hashlib
+import itertools
 
 import numpy as np
 
@@ -37,6 +39,10 @@ PAD, SEP, FIRST_SYMBOL = 0, 1, 2
 IGNORE_INDEX = -100
 TASKS = ("copy", "reverse")
 _MAX_DRAWS = 1000  # draws per example before deciding one side of the split is (nearly) empty
+# Each side of the split must get at least this share of random draws: then _MAX_DRAWS draws all
+# miss it with a probability below (1 - 0.03) ** 1000 < 1e-13.
+_MIN_SHARE = 0.03
+_COUNTED = 4096  # lengths with at most this many sequences have their held-out share counted exactly
 
 
 class CopyTask:
@@ -52,14 +58,27 @@ class CopyTask:
             raise ValueError(f"max_len={max_len} is shorter than min_len={min_len}")
         if task not in TASKS:
             raise ValueError(f"task must be one of {TASKS}, got {task!r}")
-        if not 0.0 < heldout_fraction < 1.0:
-            raise ValueError(f"heldout_fraction must be in (0, 1), got {heldout_fraction}")
+        if not _MIN_SHARE <= heldout_fraction <= 1 - _MIN_SHARE:
+            raise ValueError(f"heldout_fraction must be in [{_MIN_SHARE}, {1 - _MIN_SHARE}], got {heldout_fraction}")
         self.num_symbols, self.min_len, self.max_len = num_symbols, min_len, max_len
         self.task, self.heldout_fraction = task, heldout_fraction
+        share = self.heldout_share()
+        if not _MIN_SHARE <= share <= 1 - _MIN_SHARE:
+            raise ValueError(f"num_symbols={num_symbols}, min_len={min_len}, max_len={max_len} give too few distinct "
+                             f"sequences to hold {heldout_fraction:.0%} of them out ({share:.1%} of random draws "
+                             "would be): use more symbols or longer sequences")
 
     @property
     def vocab_size(self):
         return self.num_symbols + FIRST_SYMBOL
+
+    def summary(self):
+        """The task in a few words, for the start of a run."""
+        return f"{self.task} task: {self.num_symbols} symbols, lengths {self.min_len}..{self.max_len}"
+
+    def token_labels(self, ids):
+        """Token ids as the symbols a user types, with PAD and SEP named (the labels of a heatmap)."""
+        return ["PAD" if t == PAD else "SEP" if t == SEP else str(t - FIRST_SYMBOL) for t in ids]
 
     @property
     def context_length(self):
@@ -79,6 +98,24 @@ class CopyTask:
         """True if this symbol sequence belongs to the held-out split (a stable hash decides)."""
         digest = hashlib.blake2b(np.asarray(symbols, dtype=np.int64).tobytes(), digest_size=8).digest()
         return int.from_bytes(digest, "little") < self.heldout_fraction * 2 ** 64
+
+    def heldout_share(self):
+        """The chance that a random draw (a uniform length, then uniform symbols) is held out.
+
+        Counted sequence by sequence for the lengths that have at most 4096 sequences; for the
+        others it is heldout_fraction, the hash spreading that many sequences evenly.
+        """
+        lengths = range(self.min_len, self.max_len + 1)
+        counted = [L for L in lengths[:_COUNTED] if self.num_symbols ** min(L, 13) <= _COUNTED]  # 2**13 > 4096
+        shares = [np.mean([self.is_heldout(s) for s in itertools.product(range(self.num_symbols), repeat=L)])
+                  for L in counted]
+        return float(sum(shares) + (len(lengths) - len(counted)) * self.heldout_fraction) / len(lengths)
+
+    def split_of(self, symbols):
+        """Which data `symbols` is to this task, as sample and pictures label it."""
+        if not self.min_len <= len(symbols) <= self.max_len:
+            return f"length {len(symbols)}: outside the trained lengths {self.min_len}..{self.max_len}"
+        return "held out: never trained on" if self.is_heldout(symbols) else "training split"
 
     def sample(self, rng, n, split="train"):
         """n random symbol sequences (1-d int64 arrays) from the 'train' or the 'heldout' split."""
@@ -148,14 +185,15 @@ class CopyTask:
         context_length, the length whose prompt and answer (2 * length + 1 tokens) do not fit.
         """
         try:
-            symbols = np.array([int(tok) for tok in text.replace(",", " ").split()], dtype=np.int64)
+            values = [int(tok) for tok in text.replace(",", " ").split()]
         except ValueError:
             raise ValueError(f"symbols must be integers separated by spaces, got {text!r}") from None
-        if symbols.size == 0:
+        if not values:
             raise ValueError("no symbols given")
-        bad = symbols[(symbols < 0) | (symbols >= self.num_symbols)]
-        if bad.size:
+        bad = [v for v in values if not 0 <= v < self.num_symbols]  # checked as Python ints: none overflows
+        if bad:
             raise ValueError(f"symbol {bad[0]} is outside the vocabulary: symbols are 0..{self.num_symbols - 1}")
+        symbols = np.array(values, dtype=np.int64)
         if context_length is not None and 2 * symbols.size + 1 > context_length:
             raise ValueError(f"{symbols.size} symbols need a context of {2 * symbols.size + 1} tokens (prompt and "
                              f"answer), but this model's is {context_length}: at most {(context_length - 1) // 2} "

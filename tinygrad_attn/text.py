@@ -74,8 +74,8 @@ def split_corpus(documents, heldout_fraction=0.1):
 
 class TextDataset:
     """Windows of token ids: inputs ids[i:i + T] and targets ids[i + 1:i + T + 1], T = context_length,
-    for i in range(0, len(ids) - T, stride), as the book's GPTDatasetV1 (which leaves out the last
-    window that would fit, i = len(ids) - T: kept here so that the windows are the book's).
+    for i in range(0, len(ids) - T, stride), as the book's GPTDatasetV1: every start whose window
+    and shifted targets fit (the last target of the last window is at most ids[-1]).
 
     stride = context_length tiles the text (each token is a target at most once, the evaluation
     setting); a smaller stride overlaps the windows.
@@ -246,9 +246,19 @@ class TextTask:
     def vocab_size(self):
         return self.tokenizer.vocab_size
 
+    def summary(self):
+        """The task in a few words, for the start of a run."""
+        kind = "char" if isinstance(self.tokenizer, CharTokenizer) else "bpe"
+        return (f"text task: {kind} tokenizer, {self.vocab_size} tokens; {len(self.train_ids):,} training, "
+                f"{len(self.heldout_ids):,} held-out")
+
+    def token_labels(self, ids):
+        """Each token as text (the labels of a heatmap), whitespace made visible."""
+        return [self.tokenizer.decode([int(t)]).replace(" ", "␣").replace("\n", "⏎") for t in ids]
+
     def get_batch(self, rng, batch_size):
-        """A random training batch: idx (B, T) and targets (B, T), int64, every target counted."""
-        return self.train.get_batch(rng, batch_size)
+        """A random training batch: idx (B, T), targets (B, T), int64, every target counted, and no padding."""
+        return (*self.train.get_batch(rng, batch_size), None)
 
     def baselines(self):
         """Held-out nats per token of the count models fitted on the training ids: {'unigram', 'bigram'}."""

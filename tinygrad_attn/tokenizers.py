@@ -121,7 +121,8 @@ class CharTokenizer:
             unknown = [(i, c) for i, c in enumerate(text) if c not in self.stoi]
             shown = ", ".join(f"{c!r} (U+{ord(c):04X}) at position {i}" for i, c in unknown[:_SHOWN])
             more = f" and {len(unknown) - _SHOWN} more" if len(unknown) > _SHOWN else ""
-            raise ValueError(f"{len(unknown)} characters are not in the vocabulary of {self.vocab_size}: "
+            raise ValueError(f"{len(unknown)} {'character is' if len(unknown) == 1 else 'characters are'} not in the "
+                             f"vocabulary of {self.vocab_size}: "
                              f"{shown}{more}; train the tokenizer on a text that contains them") from None
 
     def decode(self, ids):

@@ -457,6 +457,9 @@ class BidirectionalAttention(MultiHeadAttention):
 
     causal = False
 
+    def cache_bytes(self, num_tokens, itemsize=2):
+        return 0  # nothing is cached
+
     def update_cache(self, new, pad):
         raise ValueError(f"{type(self).__name__} has no KV cache: without the causal mask every token sees the "
                          "later ones, so the earlier outputs change with each new token; call it with use_cache=False")
