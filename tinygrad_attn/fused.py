@@ -104,11 +104,11 @@ class LayerNorm(Function):
         g2, x_hat, w = _rows(g), self.x_hat, self.weight  # (N, n), (N, n), (n,)
         w_mean = w / len(w)
         dx = np.empty_like(x_hat)
-        pieces = []  # (sum of g * x_hat, sum of g) over each piece's rows
+        pieces = {}  # first row: (sum of g * x_hat, sum of g) over the piece's rows
 
         def rows(r):
             gx = g2[r] * x_hat[r]
-            pieces.append((gx.sum(axis=0), g2[r].sum(axis=0)))
+            pieces[r.start] = gx.sum(axis=0), g2[r].sum(axis=0)
             mean_gw, mean_gwx = g2[r] @ w_mean, gx @ w_mean  # (rows,) each
             d = np.multiply(g2[r], w, out=dx[r])
             d -= mean_gw[:, None]
@@ -117,7 +117,7 @@ class LayerNorm(Function):
             d *= self.inv_sigma[r][:, None]
 
         parallel_for(rows, len(g2), cost=8 * g2.size)
-        dw, db = (sum(p) for p in zip(*pieces))
+        dw, db = (sum(p) for p in zip(*(pieces[start] for start in sorted(pieces))))  # in row order: repeatable
         return dx.reshape(g.shape), dw, db
 
 
@@ -238,32 +238,30 @@ class ScaledDotProductAttention(Function):
             self.M = keep * q.dtype.type(1 / (1 - dropout_p) if dropout_p < 1 else 0)
 
         def rows(r):
-            S = np.matmul(q[r], np.swapaxes(k[r], -1, -2), out=self.P[r])
+            S = np.matmul(q[r], _T(k[r]), out=self.P[r])  # S = q k^T * scale
             S *= scale
             if blocked is not None:
                 np.copyto(S, -np.inf, where=blocked[r])
-            softmax_(S)
-            weights = S if self.M is None else S * self.M[r]
-            np.matmul(weights, v[r], out=self.out[r])
+            softmax_(S)  # P
+            np.matmul(S if self.M is None else S * self.M[r], v[r], out=self.out[r])  # O = (P * M) v
 
         self._split(rows)
         return self.out
 
-    def backward(self, dO):
-        q, k, v, P, M, scale = self.q, self.k, self.v, self.P, self.M, self.scale
+    def backward(self, grad):
+        k, q, v, M, scale = self.k, self.q, self.v, self.M, self.scale
         dq, dk, dv = np.empty_like(q), np.empty_like(k), np.empty_like(v)
 
         def rows(r):
-            np.matmul(np.swapaxes(P[r] if M is None else P[r] * M[r], -1, -2), dO[r], out=dv[r])
-            dS = dO[r] @ np.swapaxes(v[r], -1, -2)  # dP
+            P, dO = self.P[r], grad[r]
+            np.matmul(_T(P if M is None else P * M[r]), dO, out=dv[r])  # dV = (P * M)^T dO
+            dP = dO @ _T(v[r])  # dP = (dO V^T) * M
             if M is not None:
-                dS *= M[r]
-            dS -= (dO[r] * self.out[r]).sum(axis=-1, keepdims=True)  # rowsum(dP * P)
-            dS *= P[r]
-            np.matmul(dS, k[r], out=dq[r])
-            dq[r] *= scale
-            np.matmul(np.swapaxes(dS, -1, -2), q[r], out=dk[r])
-            dk[r] *= scale
+                dP *= M[r]
+            dP -= rowsum(dO * self.out[r])  # rowsum(dP * P) = rowsum(dO * O)
+            dS = np.multiply(dP, P, out=dP)  # dS = P * (dP - rowsum(dP * P))
+            np.multiply(np.matmul(dS, k[r], out=dq[r]), scale, out=dq[r])  # dQ = dS K * scale
+            np.multiply(np.matmul(_T(dS), q[r], out=dk[r]), scale, out=dk[r])  # dK = dS^T Q * scale
 
         self._split(rows)
         return dq, dk, dv
@@ -276,14 +274,26 @@ class ScaledDotProductAttention(Function):
         parallel_for(rows, len(self.P), cost=self.P.size * (6 + matmul_cost // 4))
 
 
+def _T(x):
+    """The matrix transpose of a batch of matrices: a view."""
+    return np.swapaxes(x, -1, -2)
+
+
+def rowsum(x):
+    """x (..., n) summed over its last axis, as (..., 1): a matrix-vector product with ones, because
+    numpy's sum over a short last axis is slow (on (64, 4, 32, 32): 0.02 ms, where sum(axis=-1) takes 0.13)."""
+    return (x @ np.ones(x.shape[-1], dtype=x.dtype))[..., None]
+
+
 def softmax_(S):
     """Softmax over the last axis of S, in place. A row of -inf keeps a max of 0, so it gives
-    zeros, not NaN (as ops.Softmax); an empty row is fine too."""
+    zeros, not NaN (as ops.Softmax); an empty row is fine too. max(initial=-inf) is numpy's
+    fast path for the row maxima: 0.25 ms on (64, 4, 32, 32) scores, where max() takes 0.43."""
     m = S.max(axis=-1, keepdims=True, initial=-np.inf)
     m[~np.isfinite(m)] = 0
     S -= m
     np.exp(S, out=S)
-    s = S.sum(axis=-1, keepdims=True)
+    s = rowsum(S)
     s[s == 0] = 1
     S /= s
 
