@@ -231,7 +231,8 @@ class ScaledDotProductAttention(Function):
         lead = q.shape[:-2]  # the batch dims (...)
         self.P = np.empty(lead + (q.shape[-2], k.shape[-2]), dtype=q.dtype)  # (..., T_q, T_k)
         self.out = np.empty(lead + (q.shape[-2], v.shape[-1]), dtype=q.dtype)  # (..., T_q, E_v)
-        blocked = None if blocked is None else np.broadcast_to(blocked, self.P.shape)
+        if blocked is not None:  # (a decoding step's one query blocks nothing: no need to mask)
+            blocked = np.broadcast_to(blocked, self.P.shape) if blocked.any() else None
         self.M = None
         if dropout_p > 0:  # drawn here, whole, as ops.Dropout draws them: the same generator, the same order
             keep = rng.random(self.P.shape, dtype=q.dtype) >= dropout_p
