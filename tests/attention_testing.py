@@ -11,10 +11,8 @@ def kv_heads_of(kind, num_kv_heads=None, num_heads=4):
 
 
 def to_float64(module):
-    """Cast a module's parameters to float64 in place (finite differences need it), and return it."""
-    for p in module.parameters():
-        p.data = p.data.astype(np.float64)
-    return module
+    """The module cast to float64 in place (finite differences need it): Module.double(), as in PyTorch."""
+    return module.double()
 
 
 def randn(*shape, seed=0, requires_grad=False):

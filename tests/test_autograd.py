@@ -104,7 +104,7 @@ def test_second_backward_through_freed_graph_raises():
     x = leaf([1.0, 2.0])
     y = (x.exp() * 2.0).sum()
     y.backward()
-    first = x.grad.copy()
+    first = x.grad.numpy().copy()
     with pytest.raises(RuntimeError, match="freed.*retain_graph=True"):
         y.backward()
     np.testing.assert_array_equal(x.grad, first)
@@ -353,12 +353,14 @@ def test_cast_gradient_returns_to_input_dtype():
     lambda x: (x + x).sum(),  # Add hands the same array to both edges
     lambda x: x[0, 1] * 1.0,
 ])
-def test_leaf_grads_are_writeable_arrays(make):
+def test_leaf_grads_are_tensors_over_writeable_arrays(make):
     x = leaf(np.ones((3, 3)))
     make(x).backward()
-    assert isinstance(x.grad, np.ndarray) and x.grad.flags.writeable
-    before = x.grad.copy()
-    x.grad *= 0.5  # an optimizer may scale in place
+    g = x.grad
+    assert isinstance(g, Tensor) and not g.requires_grad and g.grad_fn is None  # a Tensor without a graph
+    assert isinstance(g.data, np.ndarray) and g.data.flags.writeable
+    before = g.numpy().copy()
+    g.data *= 0.5  # an optimizer or clipping scales in place
     np.testing.assert_array_equal(x.grad, before * 0.5)
 
 
@@ -366,7 +368,7 @@ def test_retained_grad_does_not_alias_leaf_grad():
     x = leaf([1.0, 2.0])
     h = (x + 0.0).retain_grad()
     h.sum().backward()
-    x.grad[0] = 100.0
+    x.grad.data[0] = 100.0
     assert h.grad[0] == 1.0
 
 

@@ -45,12 +45,6 @@ PARAM_NAMES = ["tok_emb.weight"] + [
 ] + ["ln_f.weight", "ln_f.bias", "head.weight"]
 
 
-def to_float64(module):
-    for p in module.parameters():
-        p.data = p.data.astype(np.float64)
-    return module
-
-
 def randn(*shape, seed=0, dtype=np.float64):
     return np.random.default_rng(seed).standard_normal(shape).astype(dtype)
 
@@ -370,7 +364,7 @@ def test_linear_wrong_input_width():
 
 @pytest.mark.parametrize("x_shape", [(3, 4), (2, 3, 4)], ids=["2d", "3d"])
 def test_linear_gradcheck(x_shape):
-    lin = to_float64(nn.Linear(4, 3))
+    lin = nn.Linear(4, 3).double()
     x = Tensor(randn(*x_shape), requires_grad=True, dtype=np.float64)
     assert gradcheck(lambda x, w, b: lin(x), [x, lin.weight, lin.bias])
 
@@ -399,7 +393,7 @@ def test_embedding_init_is_standard_normal():
 
 
 def test_embedding_gradcheck():
-    emb = to_float64(nn.Embedding(5, 3))
+    emb = nn.Embedding(5, 3).double()
     ids = np.array([[0, 2, 2], [4, 2, 0]])
     assert gradcheck(lambda w: emb(ids), [emb.weight])
 
@@ -442,7 +436,7 @@ def test_layernorm_options():
 
 
 def test_layernorm_gradcheck_weight_bias_input():
-    ln = to_float64(nn.LayerNorm(5))
+    ln = nn.LayerNorm(5).double()
     ln.weight.data = randn(5, seed=1)
     ln.bias.data = randn(5, seed=2)
     x = Tensor(randn(2, 3, 5), requires_grad=True, dtype=np.float64)

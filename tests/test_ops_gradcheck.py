@@ -58,7 +58,7 @@ CASES += [
 
 UNARY = [("exp", lambda x: x.exp(), "n"), ("log", lambda x: x.log(), "p"), ("sqrt", lambda x: x.sqrt(), "p"),
          ("tanh", lambda x: x.tanh(), "n"), ("relu", lambda x: x.relu(), "a"), ("gelu", lambda x: x.gelu(), "n"),
-         ("sigmoid", lambda x: x.sigmoid(), "n"),
+         ("sigmoid", lambda x: x.sigmoid(), "n"), ("abs", lambda x: x.abs(), "a"),
          ("pow2", lambda x: x ** 2, "n"), ("pow3", lambda x: x ** 3, "n"), ("pow-1", lambda x: x ** -1, "a"),
          ("pow0.5", lambda x: x ** 0.5, "p"), ("pow2.5", lambda x: x.pow(2.5), "p"),
          ("pow-1.5", lambda x: x ** -1.5, "p")]

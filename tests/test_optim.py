@@ -67,7 +67,7 @@ def test_clip_grad_norm_matches_torch(max_norm):
     ours = [Tensor(np.zeros(g.shape, np.float32), requires_grad=True) for g in grads]
     theirs = [torch.zeros(g.shape, requires_grad=True) for g in grads]
     for p, tp, g in zip(ours, theirs, grads):
-        p.grad, tp.grad = g.copy(), torch.tensor(g)
+        p.grad, tp.grad = Tensor(g), torch.tensor(g)
     norm = clip_grad_norm_(ours, max_norm)
     tnorm = torch.nn.utils.clip_grad_norm_(theirs, max_norm)
     assert norm == pytest.approx(tnorm.item(), rel=1e-6)
@@ -75,7 +75,7 @@ def test_clip_grad_norm_matches_torch(max_norm):
     for p, tp in zip(ours, theirs):
         assert p.grad.dtype == np.float32
         np.testing.assert_allclose(p.grad, tp.grad.numpy(), rtol=1e-6)
-    clipped = math.sqrt(sum(float((p.grad.astype(np.float64) ** 2).sum()) for p in ours))
+    clipped = math.sqrt(sum(float((p.grad.double() ** 2).sum()) for p in ours))
     assert clipped == pytest.approx(min(norm, max_norm), rel=1e-5)
 
 
@@ -135,7 +135,7 @@ def test_state_dict_round_trip_resumes_exactly(cls):
 def test_load_state_dict_rejects_mismatched_shapes():
     p = Tensor(np.ones((2, 3), np.float32), requires_grad=True)
     opt = Adam([p])
-    p.grad = np.ones((2, 3), np.float32)
+    p.grad = Tensor(np.ones((2, 3), np.float32))
     opt.step()
     other = Adam([Tensor(np.ones((3, 2), np.float32), requires_grad=True)])
     with pytest.raises(ValueError, match=r"\(2, 3\)"):

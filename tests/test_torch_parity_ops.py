@@ -57,6 +57,7 @@ CASES += [
     case("tanh", lambda lib, x: x.tanh(), (3, 4)),
     case("relu", lambda lib, x: x.relu(), (3, 4), kind="a"),
     case("relu-at-zero", lambda lib, x: x.relu(), (3, 4), kind="t"),  # d relu(0) = 0 on both sides
+    case("abs", lambda lib, x: x.abs(), (3, 4), kind="t"),  # d |0| = 0 on both sides
     case("sigmoid", lambda lib, x: x.sigmoid(), (3, 4)),
     case("sigmoid-large", lambda lib, x: (x * 50.0).sigmoid(), (3, 4)),
     case("gelu", lambda lib, x: x.gelu(), (3, 4),

@@ -35,7 +35,7 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-4, seed=0, raise_exceptio
     out.backward(gradient=u)
     for i in wrt:
         x = inputs[i]
-        analytic = np.zeros_like(x.data) if x.grad is None else x.grad
+        analytic = np.zeros_like(x.data) if x.grad is None else x.grad.data
         numeric = np.zeros_like(x.data)
         flat = x.data.reshape(-1)  # a view: perturbing it perturbs x
         if not np.shares_memory(flat, x.data):

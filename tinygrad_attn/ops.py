@@ -5,6 +5,8 @@ easier: the engine (tensor.py) sums each back to its input's shape and accumulat
 The comment on each backward gives the local derivative.
 """
 
+import math
+
 import numpy as np
 
 from .tensor import Function
@@ -50,6 +52,11 @@ class Div(Function):
         return ga, (-ga * self.out if self.needs_input_grad[1] else None)
 
 
+def _rows(x):
+    """x (..., k) as a matrix of rows (rows, k); not reshape(-1, k), which an empty dim makes ambiguous."""
+    return x.reshape(math.prod(x.shape[:-1]), x.shape[-1])
+
+
 def _matmul(a, b):
     """a @ b; a batch of rows times one matrix runs as one 2-D product.
 
@@ -57,7 +64,7 @@ def _matmul(a, b):
     one BLAS call (measured 1.3-2.7x faster for the copy model's layers).
     """
     if b.ndim == 2 and a.ndim > 2:
-        return (a.reshape(-1, a.shape[-1]) @ b).reshape(a.shape[:-1] + b.shape[-1:])  # (..., n)
+        return (_rows(a) @ b).reshape(a.shape[:-1] + b.shape[-1:])  # (..., n)
     return a @ b
 
 
@@ -80,7 +87,7 @@ class MatMul(Function):
             ga = ga[..., 0, :] if a.ndim == 1 else ga
         if self.needs_input_grad[1]:
             if b2.ndim == 2 and a2.ndim > 2:  # weight shared over a batch: one big matmul, no sum after
-                gb = a2.reshape(-1, a2.shape[-1]).T @ g2.reshape(-1, g2.shape[-1])  # (n, m)
+                gb = _rows(a2).T @ _rows(g2)  # (n, m)
             else:
                 gb = np.swapaxes(a2, -1, -2) @ g2
             gb = gb[..., 0] if b.ndim == 1 else gb
@@ -104,8 +111,8 @@ class Pow(Function):
         self.x, self.exponent = x, exponent
         return x ** exponent
 
-    def backward(self, g):  # d(x^p)/dx = p x^(p-1)
-        return (g * self.exponent * self.x ** (self.exponent - 1),)
+    def backward(self, g):  # d(x^p)/dx = p x^(p-1); for p = 0 that is 0, also at x = 0 (where 0 * 0^-1 is NaN)
+        return (g * self.exponent * self.x ** (self.exponent - 1) if self.exponent else np.zeros_like(g),)
 
 
 class Exp(Function):
@@ -155,11 +162,20 @@ class Sigmoid(Function):
 
 class ReLU(Function):
     def forward(self, x):
-        self.positive = x > 0
-        return np.where(self.positive, x, 0)
+        self.off = x <= 0  # not ~(x > 0): NaN is neither, and passes through as in PyTorch
+        return np.where(self.off, 0, x)
 
     def backward(self, g):  # d(max(x, 0))/dx = 1 where x > 0 else 0 (0 at x == 0, as PyTorch)
-        return (np.where(self.positive, g, 0),)
+        return (np.where(self.off, 0, g),)
+
+
+class Abs(Function):
+    def forward(self, x):
+        self.x = x
+        return np.abs(x)
+
+    def backward(self, g):  # d|x|/dx = sign(x), 0 at x == 0 as PyTorch
+        return (g * np.sign(self.x),)
 
 
 class GELU(Function):
@@ -168,6 +184,7 @@ class GELU(Function):
     C, K = float(np.sqrt(2 / np.pi)), 0.044715
 
     def forward(self, x):
+        self.shape, x = x.shape, np.atleast_1d(x)  # a 0-d x would give numpy scalars, which out= cannot take
         # In place where it is safe: each temporary is as large as the MLP's hidden activation.
         self.x, self.x2 = x, x * x  # x * x * x, not x ** 3: numpy's float pow is ~50x slower
         u = self.x2 * (self.C * self.K)
@@ -177,7 +194,7 @@ class GELU(Function):
         out = self.t + 1
         out *= x
         out *= 0.5
-        return out  # 0.5 x (1 + t)
+        return out.reshape(self.shape)  # 0.5 x (1 + t)
 
     def backward(self, g):
         # d/dx = 0.5 (1 + t) + 0.5 x (1 - t^2) du/dx,  du/dx = sqrt(2/pi) (1 + 3 * 0.044715 x^2)
@@ -191,7 +208,7 @@ class GELU(Function):
         d += 1
         d *= 0.5
         d *= g
-        return (d,)
+        return (d.reshape(self.shape),)
 
 
 class Cast(Function):
@@ -241,12 +258,12 @@ class Var(Function):
         self.shape, self.dim, self.keepdim = x.shape, dim, keepdim
         self.centered = x - x.mean(axis=dim, keepdims=True)
         n = x.size if dim is None else int(np.prod([x.shape[d] for d in dim]))
-        self.denom = max(n - correction, 0)
+        self.denom = max(n - correction, 0)  # 0 when n <= correction: inf or NaN, as in PyTorch
         return np.asarray((self.centered ** 2).sum(axis=dim, keepdims=keepdim) / self.denom)
 
     def backward(self, g):  # d var / dx_i = 2 (x_i - mean) / (n - correction); the mean's own term sums to 0
         g = _expand_reduced(g, self.shape, self.dim, self.keepdim)
-        return (g * (2 / self.denom) * self.centered,)
+        return (g * (2 / self.denom if self.denom else math.inf) * self.centered,)
 
 
 class Max(Function):
@@ -270,12 +287,12 @@ class Max(Function):
 
 def _shifted_exp(x, dim):
     """exp(x - max(x)) and its sum along dim. A row of all -inf keeps max 0 so it gives zeros, not NaN."""
-    m = x.max(axis=dim, keepdims=True)
-    m[~np.isfinite(m)] = 0
+    m = x.max(axis=dim, keepdims=True, initial=-np.inf)  # initial: numpy's max has no identity for an empty dim
+    m = np.where(m == -np.inf, 0, m)  # np.where, not m[...] = 0: a 0-d x gives numpy scalars
     shifted = x - m
     e = np.exp(shifted)
     s = e.sum(axis=dim, keepdims=True)
-    s[s == 0] = 1  # a fully masked row: 0 / 1 = 0
+    s = np.where(s == 0, 1, s)  # a fully masked row: 0 / 1 = 0
     return shifted, e, s
 
 
@@ -365,7 +382,8 @@ class LayerNorm(Function):
 
     def forward(self, x, ndims, eps):
         self.axes = tuple(range(x.ndim - ndims, x.ndim))
-        mu = x.mean(axis=self.axes, keepdims=True)
+        # The mean summed in float64: a float32 sum of [12345.678] * 3 rounds, and its error / sigma is not small.
+        mu = x.mean(axis=self.axes, keepdims=True, dtype=np.float64).astype(x.dtype)
         centered = x - mu
         var = (centered * centered).mean(axis=self.axes, keepdims=True)
         self.inv_sigma = 1 / np.sqrt(var + eps)

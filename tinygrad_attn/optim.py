@@ -1,18 +1,28 @@
 """Optimizers, gradient clipping and a learning-rate schedule, with PyTorch's update rules.
 
 This sits on the engine only: a parameter is a Tensor with requires_grad=True, its gradient
-a numpy array in `.grad` (None when backward() never reached it; such parameters are skipped,
-as in PyTorch). Updates are in place on `p.data`, so the model keeps the same arrays and
-their dtype (float32 stays float32).
+a Tensor in `.grad` (None when backward() never reached it; such parameters are skipped,
+as in PyTorch). Updates are in place on the arrays `p.data` and `p.grad.data`, so the model
+keeps the same arrays and their dtype (float32 stays float32).
 
 The PyTorch `param_groups` are cut down to one group: `optimizer.params` (a list) and
 `optimizer.lr`, which a schedule may set before each `step()`.
 """
 
 import math
+import numbers
+
 import numpy as np
 
 from .tensor import Tensor, no_grad
+
+
+def _finite(name, value, positive=False):
+    """value, if it is a finite number >= 0 (> 0 if positive): a NaN or inf hyper-parameter would
+    silently make every weight NaN, and `value < 0` alone lets NaN through (NaN compares False)."""
+    if not (isinstance(value, numbers.Real) and math.isfinite(value) and (value > 0 if positive else value >= 0)):
+        raise ValueError(f"{name} must be a finite number {'>' if positive else '>='} 0, got {value}")
+    return value
 
 
 class Optimizer:
@@ -28,13 +38,14 @@ class Optimizer:
         self.params = list(params)
         if not self.params:
             raise ValueError("optimizer got an empty parameter list")
+        first = {}  # id -> index: a parameter listed twice would be updated twice per step
         for i, p in enumerate(self.params):
             if not isinstance(p, Tensor) or not p.requires_grad:
                 raise TypeError(f"parameter {i} must be a Tensor with requires_grad=True, got {type(p).__name__}"
                                 + (" with requires_grad=False" if isinstance(p, Tensor) else ""))
-        if lr < 0:
-            raise ValueError(f"learning rate must be >= 0, got {lr}")
-        self.lr = lr
+            if first.setdefault(id(p), i) != i:
+                raise ValueError(f"parameter {i} is parameter {first[id(p)]} again: list each parameter once")
+        self.lr = _finite("lr", lr)
         self.state = [{} for _ in self.params]
 
     def zero_grad(self):
@@ -50,7 +61,7 @@ class Optimizer:
                 continue
             if p.grad.shape != p.shape:
                 raise ValueError(f"parameter {i} has shape {p.shape} but its gradient has shape {p.grad.shape}")
-            self._update(p.data, p.grad, state)
+            self._update(p.data, p.grad.data, state)
 
     def _update(self, p, g, state):
         raise NotImplementedError(f"{type(self).__name__} has no _update")
@@ -93,9 +104,7 @@ class SGD(Optimizer):
 
     def __init__(self, params, lr, momentum=0.0, weight_decay=0.0):
         super().__init__(params, lr)
-        if momentum < 0 or weight_decay < 0:
-            raise ValueError(f"momentum and weight_decay must be >= 0, got {momentum} and {weight_decay}")
-        self.momentum, self.weight_decay = momentum, weight_decay
+        self.momentum, self.weight_decay = _finite("momentum", momentum), _finite("weight_decay", weight_decay)
 
     def _update(self, p, g, state):
         if self.weight_decay:
@@ -128,9 +137,8 @@ class Adam(Optimizer):
         super().__init__(params, lr)
         if not (0.0 <= betas[0] < 1.0 and 0.0 <= betas[1] < 1.0):
             raise ValueError(f"betas must be in [0, 1), got {betas}")
-        if eps < 0 or weight_decay < 0:
-            raise ValueError(f"eps and weight_decay must be >= 0, got {eps} and {weight_decay}")
-        self.betas, self.eps, self.weight_decay = tuple(betas), eps, weight_decay
+        self.betas = tuple(betas)
+        self.eps, self.weight_decay = _finite("eps", eps), _finite("weight_decay", weight_decay)
 
     def _update(self, p, g, state):
         if self.weight_decay:
@@ -173,11 +181,12 @@ def clip_grad_norm_(parameters, max_norm):
     As torch.nn.utils.clip_grad_norm_: the norm is taken over every gradient as if they were
     one vector; gradients are multiplied in place by min(1, max_norm / (norm + 1e-6)).
     Parameters without a gradient are skipped. Returns the norm before clipping, a float.
+    max_norm=inf measures the norm without clipping, as in PyTorch.
     """
-    if max_norm <= 0:
-        raise ValueError(f"max_norm must be > 0, got {max_norm}")
+    if max_norm != math.inf:
+        _finite("max_norm", max_norm, positive=True)
     params = [parameters] if isinstance(parameters, Tensor) else list(parameters)
-    grads = [p.grad for p in params if p.grad is not None]
+    grads = [p.grad.data for p in params if p.grad is not None]
     if not grads:
         return 0.0
     total_norm = math.sqrt(sum(float(np.sum(np.square(g, dtype=np.float64))) for g in grads))
@@ -195,6 +204,8 @@ def warmup_cosine(step, base_lr, warmup_steps, total_steps, min_lr_ratio=0.1):
     min_lr_ratio * base_lr, and stays there after total_steps. A pure function of the step,
     like nanoGPT's get_lr, so a resumed run needs no scheduler state.
     """
+    if step < 0:
+        raise ValueError(f"step must be >= 0, got {step}")
     if not 0 <= warmup_steps <= total_steps:
         raise ValueError(f"need 0 <= warmup_steps <= total_steps, got warmup_steps={warmup_steps}, "
                          f"total_steps={total_steps}")

@@ -1,4 +1,4 @@
-"""Checks of the shape arguments that Tensor methods take: dims, broadcasting, reshape, expand, indices.
+"""Checks of the arguments that Tensor methods take: dims, broadcasting, reshape, expand, indices, dtypes.
 
 They raise a ValueError naming the shapes or dims at fault, at the Tensor method the user
 called, so that ops.py can trust its arguments and hold nothing but the ops.
@@ -17,11 +17,27 @@ def norm_dim(dim, ndim):
 
 
 def norm_dims(dim, ndim):
-    """None (all dims), an int or a tuple of ints, as a sorted tuple of non-negative dims."""
+    """An int or a tuple of ints as a sorted tuple of non-negative dims, or None for all dims:
+    for None, for () (as in PyTorch) and for a 0-d tensor (whose one "dim" is everything)."""
     if dim is None:
         return None
-    dims = (dim,) if isinstance(dim, int) else tuple(dim)
-    return tuple(sorted(norm_dim(d, ndim) for d in dims))
+    dims = tuple(sorted(norm_dim(d, ndim) for d in ((dim,) if isinstance(dim, int) else dim)))
+    return dims if dims and ndim else None
+
+
+def dim_and_size(shape, dim, op):
+    """(dim as a non-negative int, its size), for ops that cut along a dim, which a 0-d tensor lacks."""
+    if not shape:
+        raise ValueError(f"{op} needs a tensor with at least 1 dim, got a 0-d tensor")
+    d = norm_dim(dim, len(shape))
+    return d, shape[d]
+
+
+def check_floating(t, op):
+    """t, if it is floating-point: PyTorch refuses integer tensors for mean, softmax, gelu, ..."""
+    if t.dtype.kind != "f":
+        raise TypeError(f"{op} needs a floating-point tensor, got dtype {t.dtype} (convert it with .float())")
+    return t
 
 
 def broadcast_shape(s1, s2, op):

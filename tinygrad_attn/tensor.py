@@ -12,6 +12,7 @@ The engine knows nothing of layers, training or drawing.
 """
 
 import contextlib
+import math
 
 import numpy as np
 
@@ -145,19 +146,11 @@ def topological_order(root):
 # ---------------------------------------------------------------------------------------
 
 def _as_array(data, dtype):
-    """Convert user data; floats become float32 unless a dtype is asked for."""
+    """A copy of user data (as torch.tensor copies); floats become float32 unless a dtype is asked for."""
     if isinstance(data, Tensor):
-        data = data.data
+        data, dtype = data.data, data.dtype if dtype is None else dtype
     arr = np.asarray(data)
-    if dtype is not None:
-        return arr.astype(dtype, copy=False)
-    if arr.dtype.kind == "f":
-        return arr.astype(float32, copy=False)
-    if arr.dtype.kind in "iu":
-        return arr.astype(int64, copy=False)
-    if arr.dtype.kind == "b":
-        return arr
-    raise TypeError(f"cannot make a Tensor from data of dtype {arr.dtype}")
+    return np.array(arr, dtype=dtypes.default_dtype(arr) if dtype is None else dtype)
 
 
 class Tensor:
@@ -165,13 +158,20 @@ class Tensor:
 
     Tensor(data, requires_grad=False, dtype=None): floats become float32 unless dtype says
     otherwise (float64 for gradient checks), integers int64, booleans bool. Only floating
-    tensors can require a gradient.
+    tensors can require a gradient. Elementwise ops promote dtypes as PyTorch does (dtypes.py).
     """
 
     __slots__ = ("data", "grad", "requires_grad", "_ctx", "_retains_grad", "name", "__weakref__")
     __array_priority__ = 1000  # make `ndarray op Tensor` call our reflected op
 
     def __init__(self, data, requires_grad=False, dtype=None):
+        """A Tensor holding a copy of `data` (a number, nested list, numpy array or Tensor).
+
+        dtype: the numpy dtype to store; by default a float array becomes float32 (PyTorch's
+        default dtype), an integer one int64, a bool one bool, and a Tensor keeps its dtype.
+        requires_grad=True makes it a leaf whose .grad backward() fills (floating dtypes only).
+        To share an array's memory instead of copying it, use tinygrad_attn.from_numpy.
+        """
         self.data = _as_array(data, dtype)
         if requires_grad and self.data.dtype.kind != "f":
             raise TypeError(f"only floating-point tensors can require gradients, got dtype {self.data.dtype}")
@@ -206,6 +206,11 @@ class Tensor:
         """The data as a numpy array (shared, not copied; detach first to be explicit)."""
         return self.data
 
+    def __array__(self, dtype=None, copy=None):
+        """np.asarray(t): the data, so numpy functions (and np.testing) take Tensors."""
+        arr = self.data if dtype is None else self.data.astype(dtype)
+        return arr.copy() if copy else arr
+
     def item(self):
         if self.data.size != 1:
             raise ValueError(f"item() needs a tensor with one element, got shape {self.shape}")
@@ -219,6 +224,9 @@ class Tensor:
 
     def tolist(self):
         return self.data.tolist()
+
+    def __format__(self, spec):  # f"{loss:.4f}" formats a 0-d tensor's number, as in PyTorch
+        return format(self.item() if self.ndim == 0 else str(self), spec)
 
     def detach(self):
         """The same data, cut from the graph."""
@@ -276,8 +284,11 @@ class Tensor:
             if g is None:
                 continue
             ctx = t._ctx
-            if ctx is None or t._retains_grad:
-                t.grad = g.astype(t.dtype, copy=True) if t.grad is None else t.grad + g
+            if ctx is None or t._retains_grad:  # .grad is a Tensor without a graph, as in PyTorch
+                if t.grad is None:
+                    t.grad = Tensor._make(np.array(g, t.dtype), False, None)  # a copy, and an array if g is 0-d
+                else:
+                    t.grad.data += g
             if ctx is None:
                 continue
             if ctx is _FREED:
@@ -296,36 +307,45 @@ class Tensor:
     def zero_grad(self):
         self.grad = None
 
-    # ----- arithmetic (broadcasting like numpy) -----
-    def _const(self, x):
-        """Wrap a Python number or array as a constant of this tensor's dtype."""
-        if isinstance(x, Tensor):
-            return x
-        dtype = self.dtype if self.dtype.kind == "f" or isinstance(x, (int, bool)) else None
-        return Tensor(x, dtype=dtype)
+    def zero_(self):
+        """Fill with zeros in place (x.grad.zero_(), as in PyTorch); not recorded in the graph."""
+        self.data[...] = 0
+        return self
 
+    # ----- arithmetic (broadcasting like numpy, dtypes promoted like PyTorch) -----
     @staticmethod
-    def _binary(op, a, b):
-        """Apply an elementwise binary op, naming both shapes if they do not broadcast."""
+    def _binary(op, a, b, floating=False):
+        """Apply an elementwise binary op to operands of one dtype (result_type's; at least float32 if
+        `floating`, so that int / int is a true division), naming both shapes if they do not broadcast."""
+        a, b = dtypes.promote(a, b)
+        if floating and a.dtype.kind != "f":
+            a, b = a.to(float32), b.to(float32)
         if a.shape != b.shape:
             shapes.broadcast_shape(a.shape, b.shape, op.__name__.lower())
         return op.apply(a, b)
 
     @staticmethod
     def _matmul(a, b):
+        if all(isinstance(x, Tensor) for x in (a, b)) and (a.dtype.kind == "f") != (b.dtype.kind == "f"):
+            raise TypeError(f"matmul needs both operands floating or neither, got {a.dtype} and {b.dtype}")
+        a, b = dtypes.promote(a, b)  # as PyTorch, but for float32 @ float64, which PyTorch refuses
         shapes.check_matmul(a, b)
         return ops.MatMul.apply(a, b)
 
-    def __add__(self, other): return self._binary(ops.Add, self, self._const(other))
-    def __radd__(self, other): return self._binary(ops.Add, self._const(other), self)
-    def __sub__(self, other): return self._binary(ops.Sub, self, self._const(other))
-    def __rsub__(self, other): return self._binary(ops.Sub, self._const(other), self)
-    def __mul__(self, other): return self._binary(ops.Mul, self, self._const(other))
-    def __rmul__(self, other): return self._binary(ops.Mul, self._const(other), self)
-    def __truediv__(self, other): return self._binary(ops.Div, self, self._const(other))
-    def __rtruediv__(self, other): return self._binary(ops.Div, self._const(other), self)
-    def __matmul__(self, other): return self._matmul(self, self._const(other))
-    def __rmatmul__(self, other): return self._matmul(self._const(other), self)
+    def _floating(self):
+        """This tensor, as float32 if it is integer or bool: int.exp() is float32, as in PyTorch."""
+        return self if self.dtype.kind == "f" else self.to(float32)
+
+    def __add__(self, other): return self._binary(ops.Add, self, other)
+    def __radd__(self, other): return self._binary(ops.Add, other, self)
+    def __sub__(self, other): return self._binary(ops.Sub, self, other)
+    def __rsub__(self, other): return self._binary(ops.Sub, other, self)
+    def __mul__(self, other): return self._binary(ops.Mul, self, other)
+    def __rmul__(self, other): return self._binary(ops.Mul, other, self)
+    def __truediv__(self, other): return self._binary(ops.Div, self, other, floating=True)
+    def __rtruediv__(self, other): return self._binary(ops.Div, other, self, floating=True)
+    def __matmul__(self, other): return self._matmul(self, other)
+    def __rmatmul__(self, other): return self._matmul(other, self)
     def __neg__(self): return ops.Neg.apply(self)
 
     def __pow__(self, exponent):
@@ -333,14 +353,17 @@ class Tensor:
             raise TypeError(f"pow supports a scalar exponent only, got {type(exponent).__name__}")
         if isinstance(exponent, np.generic):  # a numpy scalar would promote float32 to float64; a Python one does not
             exponent = exponent.item()
-        return ops.Pow.apply(self, exponent=exponent)
+        if self.dtype.kind != "f" and isinstance(exponent, int) and exponent < 0:  # numpy checks only if non-empty
+            raise ValueError(f"integer tensors to negative integer powers ({exponent}) are not allowed, as in PyTorch")
+        x = self._floating() if isinstance(exponent, float) else self  # int ** 0.5 is float32, int ** 2 an int
+        return ops.Pow.apply(x, exponent=exponent)
 
     add, sub, mul, div, matmul, pow = __add__, __sub__, __mul__, __truediv__, __matmul__, __pow__
 
     # comparisons: boolean tensors, no gradient
     def _compare(self, other, fn):
         other = other.data if isinstance(other, Tensor) else other
-        return Tensor._make(fn(self.data, other), False, None)
+        return Tensor._make(np.asarray(fn(self.data, other)), False, None)  # numpy gives 0-d results as scalars
 
     def __lt__(self, other): return self._compare(other, np.less)
     def __le__(self, other): return self._compare(other, np.less_equal)
@@ -348,33 +371,47 @@ class Tensor:
     def __ge__(self, other): return self._compare(other, np.greater_equal)
     def __eq__(self, other): return self._compare(other, np.equal)
     def __ne__(self, other): return self._compare(other, np.not_equal)
-    def __invert__(self): return Tensor._make(~self.data, False, None)
+    def __invert__(self): return Tensor._make(np.asarray(~self.data), False, None)
 
     # ----- elementwise -----
-    def exp(self): return ops.Exp.apply(self)
-    def log(self): return ops.Log.apply(self)
-    def sqrt(self): return ops.Sqrt.apply(self)
-    def tanh(self): return ops.Tanh.apply(self)
-    def sigmoid(self): return ops.Sigmoid.apply(self)
+    def exp(self): return ops.Exp.apply(self._floating())
+    def log(self): return ops.Log.apply(self._floating())
+    def sqrt(self): return ops.Sqrt.apply(self._floating())
+    def tanh(self): return ops.Tanh.apply(self._floating())
+    def sigmoid(self): return ops.Sigmoid.apply(self._floating())
     def relu(self): return ops.ReLU.apply(self)
+    def abs(self): return ops.Abs.apply(self)
 
     def gelu(self, approximate="tanh"):
         """GELU in the tanh form GPT-2 uses (PyTorch's approximate='tanh')."""
         if approximate != "tanh":
             raise ValueError(f"only approximate='tanh' GELU is implemented, got {approximate!r}")
-        return ops.GELU.apply(self)
+        return ops.GELU.apply(shapes.check_floating(self, "gelu"))
 
-    # ----- reductions (dim=None reduces everything; negative dims count from the end) -----
+    # ----- reductions (dim=None or () reduces everything; negative dims count from the end) -----
     def sum(self, dim=None, keepdim=False): return ops.Sum.apply(self, dim=shapes.norm_dims(dim, self.ndim), keepdim=keepdim)
-    def mean(self, dim=None, keepdim=False): return ops.Mean.apply(self, dim=shapes.norm_dims(dim, self.ndim), keepdim=keepdim)
+
+    def mean(self, dim=None, keepdim=False):
+        x = shapes.check_floating(self, "mean")
+        return ops.Mean.apply(x, dim=shapes.norm_dims(dim, self.ndim), keepdim=keepdim)
 
     def var(self, dim=None, keepdim=False, correction=1):
         """Variance; correction=1 (Bessel, PyTorch's default) or 0 (biased, as layer norm uses)."""
-        return ops.Var.apply(self, dim=shapes.norm_dims(dim, self.ndim), keepdim=keepdim, correction=correction)
+        x = shapes.check_floating(self, "var")
+        return ops.Var.apply(x, dim=shapes.norm_dims(dim, self.ndim), keepdim=keepdim, correction=correction)
 
     def max(self, dim=None, keepdim=False):
         """Largest value (like torch.amax). Ties share the gradient equally."""
-        return ops.Max.apply(self, dim=shapes.norm_dims(dim, self.ndim), keepdim=keepdim)
+        dims = shapes.norm_dims(dim, self.ndim)
+        if 0 in (self.shape if dims is None else [self.shape[d] for d in dims]):
+            raise ValueError(f"max over an empty dim: tensor of shape {self.shape} has no largest value there")
+        return ops.Max.apply(self, dim=dims, keepdim=keepdim)
+
+    def norm(self, dim=None, keepdim=False):
+        """The 2-norm over dim (every element by default), as torch.linalg.vector_norm; at an
+        all-zero input its gradient is NaN (sqrt's slope at 0), where PyTorch gives 0."""
+        x = shapes.check_floating(self, "norm")
+        return (x * x).sum(dim, keepdim).sqrt()
 
     def argmax(self, dim=None, keepdim=False):
         out = np.argmax(self.data, axis=dim, keepdims=keepdim)
@@ -382,11 +419,11 @@ class Tensor:
 
     def softmax(self, dim):
         """exp(x) / sum(exp(x)) along dim, max-subtracted. A row that is entirely -inf gives zeros."""
-        return ops.Softmax.apply(self, dim=shapes.norm_dim(dim, self.ndim))
+        return ops.Softmax.apply(shapes.check_floating(self, "softmax"), dim=shapes.norm_dim(dim, self.ndim))
 
     def log_softmax(self, dim):
         """x - logsumexp(x) along dim, max-subtracted. A row that is entirely -inf stays -inf."""
-        return ops.LogSoftmax.apply(self, dim=shapes.norm_dim(dim, self.ndim))
+        return ops.LogSoftmax.apply(shapes.check_floating(self, "log_softmax"), dim=shapes.norm_dim(dim, self.ndim))
 
     # ----- shape ops -----
     def reshape(self, *shape):
@@ -397,12 +434,16 @@ class Tensor:
 
     def flatten(self, start_dim=0, end_dim=-1):
         s, e = shapes.norm_dim(start_dim, self.ndim), shapes.norm_dim(end_dim, self.ndim)
-        return self.reshape(self.shape[:s] + (-1,) + self.shape[e + 1:])
+        if s > e:
+            raise ValueError(f"flatten: start_dim {start_dim} comes after end_dim {end_dim} (shape {self.shape})")
+        # the product, not -1: for an empty tensor (0, -1) is ambiguous
+        return self.reshape(self.shape[:s] + (math.prod(self.shape[s:e + 1]),) + self.shape[e + 1:])
 
     def transpose(self, dim0, dim1):
         perm = list(range(self.ndim))
         d0, d1 = shapes.norm_dim(dim0, self.ndim), shapes.norm_dim(dim1, self.ndim)
-        perm[d0], perm[d1] = perm[d1], perm[d0]
+        if perm:  # a 0-d tensor's one "dim" 0 swaps with itself
+            perm[d0], perm[d1] = perm[d1], perm[d0]
         return ops.Permute.apply(self, dims=tuple(perm))
 
     @property
@@ -430,15 +471,15 @@ class Tensor:
             shape = tuple(n for n in self.shape if n != 1)
         else:
             d = shapes.norm_dim(dim, self.ndim)
-            shape = self.shape[:d] + self.shape[d + 1:] if self.shape[d] == 1 else self.shape
+            shape = self.shape[:d] + self.shape[d + 1:] if self.shape[d:d + 1] == (1,) else self.shape  # 0-d: kept
         return ops.Reshape.apply(self, shape=shape)
 
     def repeat_interleave(self, repeats, dim):
         """Repeat each slice along dim `repeats` times in place: [a, b] -> [a, a, b, b]."""
-        d = shapes.norm_dim(dim, self.ndim)
+        d, n = shapes.dim_and_size(self.shape, dim, "repeat_interleave")
         x = self.unsqueeze(d + 1)  # (..., n, 1, ...)
         x = x.expand(self.shape[:d + 1] + (repeats,) + self.shape[d + 1:])  # (..., n, repeats, ...)
-        return x.reshape(self.shape[:d] + (self.shape[d] * repeats,) + self.shape[d + 1:])  # (..., n*repeats, ...)
+        return x.reshape(self.shape[:d] + (n * repeats,) + self.shape[d + 1:])  # (..., n*repeats, ...)
 
     def __getitem__(self, index):
         """Slices, ints, None, Ellipsis, integer or boolean arrays; repeated indices accumulate."""
@@ -446,12 +487,12 @@ class Tensor:
 
     def split(self, split_size_or_sections, dim=0):
         """Pieces of size `split_size` (the last may be smaller), or of the listed sizes."""
-        d = shapes.norm_dim(dim, self.ndim)
-        n = self.shape[d]
+        d, n = shapes.dim_and_size(self.shape, dim, "split")
         if isinstance(split_size_or_sections, int):
             if split_size_or_sections <= 0:
                 raise ValueError(f"split size must be positive, got {split_size_or_sections}")
-            sizes = [min(split_size_or_sections, n - s) for s in range(0, n, split_size_or_sections)]
+            starts = range(0, max(n, 1), split_size_or_sections)  # an empty dim gives one empty piece, as PyTorch
+            sizes = [min(split_size_or_sections, n - s) for s in starts]
         else:
             sizes = list(split_size_or_sections)
             if sum(sizes) != n:
@@ -464,8 +505,11 @@ class Tensor:
         return pieces
 
     def chunk(self, chunks, dim=0):
-        n = self.shape[shapes.norm_dim(dim, self.ndim)]
-        return self.split(-(-n // chunks), dim)
+        """`chunks` pieces of one size (the last may be smaller, and there may be fewer), as PyTorch."""
+        _, n = shapes.dim_and_size(self.shape, dim, "chunk")
+        if chunks <= 0:
+            raise ValueError(f"chunks must be positive, got {chunks}")
+        return self.split(-(-n // chunks) if n else [0] * chunks, dim)  # an empty dim: `chunks` empty pieces
 
     # ----- selection -----
     def masked_fill(self, mask, value):
@@ -483,7 +527,7 @@ class Tensor:
             raise ValueError(f"dropout probability must be in [0, 1], got {p}")
         if not training or p == 0.0:
             return self
-        return ops.Dropout.apply(self, p=p, rng=_rng)
+        return ops.Dropout.apply(shapes.check_floating(self, "dropout"), p=p, rng=_rng)
 
     # ----- dtype -----
     def to(self, dtype):
@@ -506,6 +550,13 @@ def _shape(shape):
 
 def tensor(data, requires_grad=False, dtype=None):
     return Tensor(data, requires_grad=requires_grad, dtype=dtype)
+
+
+def from_numpy(array):
+    """A Tensor sharing `array`'s memory and keeping its dtype, as torch.from_numpy (Tensor() copies)."""
+    if not isinstance(array, np.ndarray) or array.dtype.kind not in dtypes.CATEGORY:
+        raise TypeError(f"from_numpy needs a numpy array of a bool, integer or float dtype, got {array!r:.60}")
+    return Tensor._make(array, False, None)
 
 
 def zeros(*shape, dtype=float32, requires_grad=False):
@@ -550,11 +601,14 @@ def cat(tensors, dim=0):
     tensors = list(tensors)
     if not tensors:
         raise ValueError("cat needs at least one tensor")
+    if any(t.ndim == 0 for t in tensors):
+        raise ValueError(f"cat needs tensors with at least 1 dim, got shapes {[t.shape for t in tensors]} "
+                         "(stack joins 0-d tensors)")
     d = shapes.norm_dim(dim, tensors[0].ndim)
     for t in tensors[1:]:
         if t.ndim != tensors[0].ndim or t.shape[:d] + t.shape[d + 1:] != tensors[0].shape[:d] + tensors[0].shape[d + 1:]:
             raise ValueError(f"cat along dim {dim}: shapes {[x.shape for x in tensors]} differ outside that dim")
-    return ops.Cat.apply(*tensors, dim=d)
+    return ops.Cat.apply(*dtypes.promote(*tensors), dim=d)
 
 
 def stack(tensors, dim=0):
@@ -571,10 +625,9 @@ def where(condition, x, y):
     cond = condition.data if isinstance(condition, Tensor) else np.asarray(condition)
     if cond.dtype != bool_:
         raise TypeError(f"where needs a boolean condition, got dtype {cond.dtype}")
-    ref = x if isinstance(x, Tensor) else y if isinstance(y, Tensor) else Tensor(x)
-    x, y = ref._const(x), ref._const(y)
+    x, y = dtypes.promote(x, y)
     shapes.broadcast_shape(shapes.broadcast_shape(cond.shape, x.shape, "where"), y.shape, "where")
     return ops.Where.apply(x, y, cond=cond)
 
 
-from . import ops, shapes  # noqa: E402  (ops subclasses Function, defined above)
+from . import dtypes, ops, shapes  # noqa: E402  (ops subclasses Function, dtypes makes Tensors: defined above)

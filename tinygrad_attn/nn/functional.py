@@ -9,7 +9,7 @@ import numpy as np
 
 from .. import fused, ops
 from ..runtime import fused_ops_enabled
-from ..shapes import broadcast_shape
+from ..shapes import broadcast_shape, check_floating
 from ..tensor import Tensor
 from .masks import causal_blocked
 
@@ -50,8 +50,11 @@ def dropout(x, p=0.5, training=True):
 def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
     """Normalise over the trailing dims `normalized_shape`, then scale by weight and shift by bias."""
     normalized_shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
+    if not normalized_shape:
+        raise ValueError("layer_norm needs a normalized_shape of at least one dim, got ()")
     if x.shape[x.ndim - len(normalized_shape):] != normalized_shape:
         raise ValueError(f"layer_norm over {normalized_shape}: input of shape {x.shape} does not end in it")
+    check_floating(x, "layer_norm")
     if fused_ops_enabled() and len(normalized_shape) == 1 and weight is not None and bias is not None:
         return fused.LayerNorm.apply(x, weight, bias, eps=eps)
     out = ops.LayerNorm.apply(x, ndims=len(normalized_shape), eps=eps)
@@ -69,6 +72,9 @@ def cross_entropy(input, target, ignore_index=-100, reduction="mean"):
     """
     if reduction not in ("mean", "sum", "none"):
         raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+    if input.ndim == 0:
+        raise ValueError("cross_entropy needs input of shape (C,), (N, C) or (N, C, d1, ...), got ()")
+    check_floating(input, "cross_entropy")
     t = np.asarray(target.data if isinstance(target, Tensor) else target)
     if t.dtype.kind not in "iu":
         raise TypeError(f"cross_entropy targets must be integer class indices, got dtype {t.dtype}")
@@ -156,6 +162,9 @@ def _check_sdpa(query, key, value, attn_mask, is_causal, enable_gqa):
     if attn_mask is None:
         return None
     mask = attn_mask.data if isinstance(attn_mask, Tensor) else np.asarray(attn_mask)
+    if mask.dtype.kind not in "bf":  # as PyTorch: an integer 1/0 mask would silently be added as a bias
+        raise TypeError(f"attn_mask must be bool (True = may attend) or floating (added to the scores), got "
+                        f"{mask.dtype}; for a 1/0 padding mask (1 = a real token) pass attn_mask=mask.bool()")
     key_batch = key.shape[:-3] + query.shape[-3:-2] if enable_gqa and query.ndim >= 3 else key.shape[:-2]
     scores_shape = broadcast_shape(query.shape[:-2], key_batch, "scaled_dot_product_attention") + (
         query.shape[-2], key.shape[-2])  # (..., L, S)

@@ -18,7 +18,10 @@ class Parameter(Tensor):
     __slots__ = ()
 
     def __init__(self, data, requires_grad=True):
-        super().__init__(data.data if isinstance(data, Tensor) else data, requires_grad=requires_grad)
+        """As torch.nn.Parameter: a Tensor's data is shared, an array or a list is copied (as Tensor() does)."""
+        super().__init__(data, requires_grad=requires_grad)
+        if isinstance(data, Tensor):
+            self.data = data.data
 
     def __repr__(self):
         return "Parameter containing:\n" + super().__repr__()
@@ -117,14 +120,35 @@ class Module:
                 if persistent or not persistent_only:
                     yield (f"{mod_prefix}.{name}" if mod_prefix else name), getattr(module, name)
 
-    # ----- modes and gradients -----
+    # ----- modes, gradients and dtypes -----
     def train(self, mode=True):
+        """Training mode (dropout on) for this module and every sub-module, or eval mode if mode=False."""
+        if not isinstance(mode, bool):
+            raise ValueError(f"train(mode) needs True or False, got {mode!r}")
         for m in self.modules():
             m.training = mode
         return self
 
     def eval(self):
         return self.train(False)
+
+    def to(self, dtype):
+        """Cast every parameter (with its gradient) and floating buffer to a floating dtype, in place."""
+        dtype = np.dtype(dtype)
+        if dtype.kind != "f":
+            raise TypeError(f"Module.to needs a floating dtype, got {dtype} (as in PyTorch)")
+        for t in [p for _, p in self.named_parameters()] + [b for _, b in self.named_buffers()]:
+            if t.dtype.kind == "f":
+                t.data = t.data.astype(dtype, copy=False)
+                if t.grad is not None:
+                    t.grad.data = t.grad.data.astype(dtype, copy=False)
+        return self
+
+    def double(self):
+        return self.to(np.float64)
+
+    def float(self):
+        return self.to(np.float32)
 
     def zero_grad(self):
         for p in self.parameters():
@@ -155,9 +179,14 @@ class Module:
                              + "; ".join(f"{label}: {', '.join(keys)}" for label, keys in
                                          [("missing keys", missing), ("unexpected keys", unexpected),
                                           ("shape mismatch", misshaped)] if keys))
+        cast = {k: given[k].astype(t.dtype) for k, t in own.items() if k in given}
+        for k, t in own.items():  # a float mask of 0.5 must not quietly become True
+            if k in cast and t.dtype.kind in "biu" and not np.array_equal(cast[k], given[k]):
+                bad = np.unique(given[k][cast[k] != given[k]]).tolist()
+                raise ValueError(f"load_state_dict: {k}: values {bad[:5]} do not convert to {t.dtype} exactly")
         for k, t in own.items():
-            if k in given:
-                t.data = given[k].astype(t.dtype, copy=True)
+            if k in cast:
+                t.data = cast[k]
         return IncompatibleKeys(missing, unexpected)
 
     def __repr__(self):

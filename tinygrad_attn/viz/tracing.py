@@ -110,7 +110,7 @@ def _walk(roots, names, fallback, modules, params, inputs):
         nid = node_of[id(t)] = new_id("t")
         label = names.get(id(t)) or t.name or fallback.get(id(t)) or ""
         nodes.append(Node(nid, "tensor", label, role, t.shape, str(t.dtype), t.data,
-                          t.grad, modules.module_of(t) if modules else None, obj=t))
+                          None if t.grad is None else t.grad.data, modules.module_of(t) if modules else None, obj=t))
         return nid
 
     def add_constant(array, label, module):
