@@ -250,7 +250,7 @@ class ScaledDotProductAttention(Function):
         return self.out
 
     def backward(self, grad):
-        k, q, v, M, scale = self.k, self.q, self.v, self.M, self.scale
+        q, k, v, M, scale = self.q, self.k, self.v, self.M, self.scale
         dq, dk, dv = np.empty_like(q), np.empty_like(k), np.empty_like(v)
 
         def rows(r):
