@@ -136,7 +136,7 @@ def num_threads(n):
         set_num_threads(before)
 
 
-MIN_COST = 1 << 18  # below this, splitting costs more than it saves (~60 us of pool round trip, measured)
+MIN_COST = 1 << 20  # the least work worth a piece: about 0.2 ms on one core (a pool round trip costs 20-60 us)
 
 
 def parallel_for(fn, n, cost):
