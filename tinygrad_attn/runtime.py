@@ -98,10 +98,12 @@ def set_num_threads(n):
     Why BLAS gets one thread: OpenBLAS's threads spin-wait between calls, and when another
     process holds a core they wait for it a scheduler slice at a time. A 256 x 256 matmul took
     0.27 ms on one thread and 10-16 ms on two with the second core busy, and `make train` 38-70 s
-    instead of 4.5 s. The pool has neither problem: its threads sleep between jobs, and a job is cut
-    into more pieces than threads, so the thread on a free core takes the pieces the other is
-    too slow to. Splitting a large matmul by rows over the pool is as fast as OpenBLAS's own
-    threads (each piece is still one BLAS call), and small work is never split (see parallel_for).
+    instead of 4.5 s. The pool's threads sleep between jobs instead: with a core busy, a split job
+    takes about as long as on one thread, not ten times longer. A large matmul split by rows over
+    the pool runs as fast as on OpenBLAS's own threads (each piece is still one BLAS call: (8192,
+    128) @ (128, 512) in 10.1 ms on one thread, 5.0 on two), and small work is never split (see
+    parallel_for). The price is fine-grained work: sleeping threads take tens of microseconds to
+    wake on a VM, so ops of a fraction of a millisecond gain little (see parallel_for).
     """
     global _num_threads, _pool
     if not isinstance(n, int) or n < 1:
@@ -136,32 +138,28 @@ def num_threads(n):
         set_num_threads(before)
 
 
-MIN_COST = 1 << 20  # the least work worth a piece: about 0.2 ms on one core (a pool round trip costs 20-60 us)
+MIN_COST = 1 << 18  # the least work worth a piece: about 50 us on one core (a pool round trip costs about 25)
 
 
 def parallel_for(fn, n, cost):
-    """Call fn(rows) for slices `rows` that together cover range(n) once each, on the pool's
-    threads at the same time, when `cost` (about the number of array elements the work reads and
-    writes) is large enough to pay for the split; else fn(slice(0, n)) here.
+    """Call fn(rows) for slices `rows` that together cover range(n) once each, one slice per thread,
+    at the same time, when `cost` (about five times the nanoseconds the work takes on one core:
+    the element passes, or a sixteenth of a matmul's FLOPs) pays for the split; else fn(slice(0, n)).
 
     fn must write only its own rows of its outputs. numpy releases the GIL inside its loops and
-    BLAS calls, so the threads compute side by side. The work is cut into twice as many pieces as
-    threads, each at least MIN_COST: a thread slowed by another process takes fewer of them.
+    BLAS calls, so the threads compute side by side. Each thread always gets the same share of the
+    rows, the caller the first: the next op then reads, on each core, rows that core wrote (handing
+    out smaller pieces to whichever thread is free made a d64 T32 step slower on two threads than
+    on one: 26 ms against 22; with fixed shares 20.5).
     """
-    pieces = min(n, 2 * _num_threads, int(cost // MIN_COST))
+    pieces = min(n, _num_threads, int(cost // MIN_COST))
     if _pool is None or pieces < 2:
         fn(slice(0, n))
         return
     bounds = np.linspace(0, n, pieces + 1).round().astype(int)
-    todo = iter([slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])])
-
-    def work():
-        for rows in todo:  # next() on a shared iterator is atomic under the GIL: each piece runs once
-            fn(rows)
-
-    helpers = [_pool.submit(work) for _ in range(_num_threads - 1)]
+    helpers = [_pool.submit(fn, slice(a, b)) for a, b in zip(bounds[1:-1], bounds[2:])]
     try:
-        work()
+        fn(slice(0, bounds[1]))
     finally:
         for h in helpers:
             h.result()  # waits, and raises what a helper raised
