@@ -17,7 +17,7 @@ are timed in this one process, interleaved (turns of a few steps, the order rota
 Next to each time, the step's matmul FLOPs (`step_flops`) over it, and the machine's sgemm peak
 (a 2048^3 float32 product in numpy's OpenBLAS at that many threads). Peak memory is read in a
 fresh process per side (VmHWM), growth as our RSS after N1 and N2 steps; greedy decoding is
-timed with and without the KV cache, and PyTorch's with its own cache written in place.
+timed token by token with and without the KV cache, and PyTorch's with its own cache written in place.
 
     python -m benchmarks.bench              the full run (make bench): writes docs/performance.md
     python -m benchmarks.bench --quick      fewer steps, the same tables, printed only
@@ -400,23 +400,23 @@ def run_child(kind, spec):
 # Generation: greedy decoding with and without the KV cache, ours and PyTorch's
 # ---------------------------------------------------------------------------------------
 
-def _time_generate(generate, new, reps):
-    """Median seconds of generate(new) (greedy), and the tokens of the last call."""
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        out = generate(new)
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times)), np.asarray(out)
+def _decode_times(stream):
+    """Seconds between the tokens a stream yields (the first, which reads the prompt, left out), and the tokens."""
+    times, tokens = [], []
+    t0 = time.perf_counter()
+    for token in stream:
+        t = time.perf_counter()
+        times.append(t - t0)
+        tokens.append(np.asarray(token))
+        t0 = t
+    return times[1:], np.concatenate(tokens, axis=1)
 
 
 def generation(mode, with_torch):
-    """Greedy decoding at each context length (prompt + new tokens = context), batch 1.
-
-    End to end: new tokens / time of generate(prompt, new). Decode only: the prompt's cost
-    taken out, (new - 1) / (time(new) - time(1)): the cost of one more token, which is what
-    the cache changes from a forward over the whole prefix to one token attending to it.
-    Sides: ours recomputing, ours with the cache, and PyTorch with its cache (torch_twin.generate).
+    """Greedy decoding at each context length (prompt + new tokens = context), batch 1: tokens per
+    second once the prompt is read, 1 / the median time from one token to the next over gen_reps
+    runs (the prompt's own cost left out). Sides: ours recomputing (each token a forward over the
+    whole prefix), ours with the cache, and PyTorch with its cache (torch_twin.stream).
     """
     m = MODES[mode]
     contexts, new, reps = m["gen_contexts"], m["gen_new"], m["gen_reps"]
@@ -425,25 +425,25 @@ def generation(mode, with_torch):
     cfg = TransformerConfig(vocab_size=vocab, context_length=max(contexts), d_model=m["gen_d_model"],
                             num_layers=MODEL["num_layers"], num_heads=MODEL["num_heads"])
     model = Transformer(cfg)
-    sides = {"recompute": lambda prompt: lambda n: model.generate(prompt, n, temperature=0.0, use_cache=False).data,
-             "cache": lambda prompt: lambda n: model.generate(prompt, n, temperature=0.0).data}
+    sides = {"recompute": lambda prompt: model.stream(prompt, new, temperature=0.0, use_cache=False),
+             "cache": lambda prompt: model.stream(prompt, new, temperature=0.0)}
     if with_torch:
         import torch
         from . import torch_twin
         twin = torch_twin.Transformer(cfg)
         twin.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in model.state_dict().items()})
-        sides["torch_cache"] = lambda prompt: lambda n: twin.generate(torch.from_numpy(prompt.data), n).numpy()
+        sides["torch_cache"] = lambda prompt: twin.stream(torch.from_numpy(prompt), new)
     rng = np.random.default_rng(3)
     rows = []
     for ctx in contexts:
-        prompt = Tensor(rng.integers(0, vocab, size=(1, ctx - new)))  # (1, ctx - new)
+        prompt = rng.integers(0, vocab, size=(1, ctx - new))  # (1, ctx - new)
         row, tokens = dict(context=ctx, new_tokens=new), {}
-        for key, make in sides.items():
-            generate = make(prompt)
-            t_one, _ = _time_generate(generate, 1, reps)
-            t_all, tokens[key] = _time_generate(generate, new, reps)
-            row[f"tps_{key}"] = new / t_all
-            row[f"decode_tps_{key}"] = (new - 1) / max(t_all - t_one, 1e-9)
+        for key, stream in sides.items():
+            times = []
+            for _ in range(reps):
+                more, tokens[key] = _decode_times(stream(prompt))
+                times += more
+            row[f"decode_tps_{key}"] = 1 / float(np.median(times))
         row["decode_speedup"] = row["decode_tps_cache"] / row["decode_tps_recompute"]
         row["same_tokens"] = all(np.array_equal(tokens["recompute"], t) for t in tokens.values())
         rows.append(row)
@@ -650,7 +650,8 @@ def render_generation(r, m):
     out = ["", "## Generation", "",
            f"Greedy decoding of {m['gen_new']} new tokens after a prompt that fills the rest of the context, batch 1, "
            f"d_model {m['gen_d_model']}, {MODEL['num_layers']} layers, {MODEL['num_heads']} heads. Decode only: "
-           "(new - 1) / (time(new) - time(1)) tokens per second, the rate once the prompt is read. Recomputing, "
+           f"1 / the median time from one token to the next over {m['gen_reps']} runs, the rate once the prompt is "
+           "read. Recomputing, "
            "every token reruns the model over the whole prefix (quadratic attention); with the cache one token "
            "attends to the cached keys, written in place (linear). PyTorch: the twin with its own preallocated "
            f"cache. Targets at context 1024: the cache at least {TARGET_CACHE_SPEEDUP:g}x faster than recomputing"

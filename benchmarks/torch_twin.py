@@ -6,7 +6,7 @@ so our state_dict loads with load_state_dict, one name to one tensor. Attention 
 by hand (matmul, masked_fill, softmax) as ours is. Dropout is left out: the
 benchmark trains with dropout 0. bench.py sets the number of threads (torch.set_num_threads).
 
-generate() decodes greedily with a KV cache like ours: keys and values preallocated for
+stream() decodes greedily with a KV cache like ours: keys and values preallocated for
 context_length tokens and written in place, each step attending to the filled part.
 """
 
@@ -104,20 +104,19 @@ class Transformer(nn.Module):
             x = block(x, cache, start)
         return self.out_head(self.final_norm(x))  # (b, num_tokens, vocab_size)
 
-    @torch.inference_mode()
-    def generate(self, idx, max_new_tokens):
-        """Greedy decoding with the KV cache: idx (b, T) int64 -> (b, T + max_new_tokens)."""
+    def stream(self, idx, max_new_tokens):
+        """Greedy decoding with the KV cache: yields max_new_tokens tokens (b, 1) after idx (b, T) int64."""
         b, context_length = idx.shape[0], self.pos_emb.num_embeddings
         att = self.trf_blocks[0].att
         shape = (b, att.num_kv_heads, context_length, att.head_dim)
         caches = [(torch.zeros(shape), torch.zeros(shape)) for _ in self.trf_blocks]
-        tokens, step, start = [idx], idx, 0
+        step, start = idx, 0
         for _ in range(max_new_tokens):
-            logits = self(step, caches, start)
+            with torch.inference_mode():
+                logits = self(step, caches, start)
             start += step.shape[1]
             step = logits[:, -1].argmax(dim=-1, keepdim=True)  # (b, 1)
-            tokens.append(step)
-        return torch.cat(tokens, dim=1)
+            yield step
 
 
 class TorchSide(AutogradSide):
