@@ -73,7 +73,7 @@ MODES = {  # each side times about `budget` seconds of steps per cell and thread
     "full": dict(d_model=GRID["d_model"], tokens=GRID["tokens"], batch=64, budget=3.0, min_steps=5, max_steps=40,
                  turn=0.3, pause=0.15, peak_size=2048, mem_cells=((64, 32), (128, 128), (256, 512)), mem_steps=3,
                  growth=(100, 1000), gen_d_model=64, gen_contexts=(64, 256, 1024), gen_new=16, gen_reps=3,
-                 profile_steps=10),
+                 profile_steps=5),
     "quick": dict(d_model=GRID["d_model"], tokens=GRID["tokens"], batch=64, budget=0.8, min_steps=2, max_steps=12,
                   turn=0.2, pause=0.15, peak_size=2048, mem_cells=((64, 32), (128, 128)), mem_steps=2,
                   growth=(30, 150),
@@ -795,11 +795,13 @@ def run(args, argv, with_torch, thread_counts):
                 log(f"  generation context {row['context']}, {n} threads: decode {row['decode_tps_recompute']:.0f} "
                     f"tok/s recompute, {row['decode_tps_cache']:.0f} tok/s cached ({row['decode_speedup']:.1f}x)"
                     + (f", PyTorch cached {row['decode_tps_torch_cache']:.0f} tok/s" if with_torch else ""))
-    if args.profile:
+    if args.profile:  # the smallest cell and the largest, mha
         results["profile"] = []
+        cells = [cfg for cfg in configs(mode) if cfg["attention"] == "mha"]
         for n in thread_counts:
             with threads(n, with_torch):
-                results["profile"] += [profile_training(cfg, initial_state(cfg), MODES[mode]["profile_steps"]), ""]
+                for cfg in (cells[0], cells[-1]) if len(cells) > 1 else cells:
+                    results["profile"] += [profile_training(cfg, initial_state(cfg), MODES[mode]["profile_steps"]), ""]
     results["fair"] = all(f["ok"] for f in results["fairness"])
     loads = [load_start] + [row["load"] for row in results["train"]] + [load_average()]
     results["load"] = [x for x in loads if x is not None]  # at the start, after each race, at the end
