@@ -287,7 +287,7 @@ class ScaledDotProductAttention(Function):
         matmul_cost = self.q.shape[-1] + self.v.shape[-1]  # per score: a multiply-add per feature, both products
 
         def blocks(r):
-            for b in _blocks(r, max(1, (1 << 20) // per_item)):
+            for b in _blocks(r, max(1, (1 << 20) // max(per_item, 1))):
                 rows(b)
 
         parallel_for(blocks, len(self.P), cost=self.P.size * (6 + matmul_cost // 4))
