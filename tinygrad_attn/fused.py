@@ -223,10 +223,12 @@ class ScaledDotProductAttention(Function):
     and rowsum(dP * P) = rowsum(dO * O), a sum over E_v instead of over T_k (docs/04 shows why;
     the mask M cancels the same way). Masked scores have P = 0, so they get dS = 0.
 
-    Next to the composition (matmul, masked_fill, division, softmax, dropout, matmul) it makes
-    fewer passes over the (T_q, T_k) arrays (4 instead of 11 forward, 3 instead of 8 backward)
-    and keeps one of them, P (the composition keeps four), and it splits the batch over the
-    threads. apply() returns the output and P, the weights before dropout, for heatmaps.
+    Next to the composition (matmul, masked_fill, division, softmax, dropout, matmul) it works
+    in place: it allocates and keeps one (T_q, T_k) array, P, where the composition keeps four
+    (the scores, masked, scaled, and the weights), and its backward passes over such arrays three
+    times where the chain of backward passes allocates five. It splits the batch over the threads,
+    and each thread's share into blocks whose passes stay in the cache. apply() returns the
+    output and P, the weights before dropout, for heatmaps.
     """
 
     @classmethod
