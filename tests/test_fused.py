@@ -211,3 +211,22 @@ def test_parallel_for_covers_every_row_once_and_raises_what_a_thread_raises():
             runtime.parallel_for(fail, 1000, cost=1 << 30)
     with pytest.raises(ValueError, match="positive integer"):
         runtime.set_num_threads(0)
+
+
+def _split_in_child(queue):
+    seen = np.zeros(100, int)
+    runtime.parallel_for(lambda rows: seen.__setitem__(rows, seen[rows] + 1), 100, cost=1 << 30)
+    queue.put(seen.tolist())
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="no fork on this platform")
+def test_a_forked_child_has_a_pool_of_its_own():
+    import multiprocessing
+    with runtime.num_threads(2):
+        runtime.parallel_for(lambda rows: None, 10, cost=1 << 30)  # the parent's worker thread is running
+        ctx = multiprocessing.get_context("fork")
+        queue = ctx.Queue()
+        child = ctx.Process(target=_split_in_child, args=(queue,))
+        child.start()
+        assert queue.get(timeout=30) == [1] * 100  # with the parent's pool it would wait forever
+        child.join(timeout=30)

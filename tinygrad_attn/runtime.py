@@ -119,6 +119,17 @@ def get_num_threads():
     return _num_threads
 
 
+def _new_pool_after_fork():
+    """A forked child has only the thread that forked: the pool's workers stayed in the parent, and
+    a job handed to them would wait forever. The child gets a pool of its own."""
+    global _pool
+    _pool = ThreadPoolExecutor(_num_threads - 1, thread_name_prefix="tinygrad_attn") if _num_threads > 1 else None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_pool_after_fork)
+
+
 def default_num_threads():
     """TINYGRAD_ATTN_THREADS if set, else the cores this process may run on."""
     given = os.environ.get("TINYGRAD_ATTN_THREADS")
