@@ -6,9 +6,9 @@ import sys
 import numpy as np
 import pytest
 
-from tinygrad_attn.text import (SEPARATOR, TOKENIZERS, TextDataset, TextTask, bigram_loss, heldout_names,
+from tinygrad_attn.text import (MAX_QUOTED, PASSAGE, SEPARATOR, TOKENIZERS, TextDataset, TextTask, bigram_loss, heldout_names,
                                 load_corpus, nats_per_char, perplexity, split_corpus, tokenizer_from_state,
-                                tokenizer_state, train_tokenizer, unigram_loss)
+                                quoted_shares, tokenizer_state, train_tokenizer, unigram_loss)
 from tinygrad_attn.tokenizers import CharTokenizer, TokenizerError
 
 
@@ -47,13 +47,28 @@ def test_the_split_holds_out_whole_topics_about_a_tenth_of_the_characters(docume
 
 
 def test_the_split_depends_on_the_names_only():
-    documents = {f"topic{i}": "x" * 100 for i in range(10)}
+    rng = np.random.default_rng(0)
+    documents = {f"topic{i}": "".join(rng.choice(list("abcdefgh"), 100)) for i in range(10)}
     names = heldout_names(documents, 0.25)
     assert len(names) == 3  # 100, 200 < 250 <= 300 characters
     reordered = dict(reversed(list(documents.items())))
     assert heldout_names(reordered, 0.25) == names
     # the hash, not the alphabet, picks them: another fraction takes a prefix of the same order
     assert set(heldout_names(documents, 0.15)) < set(names) and names != ["topic0", "topic1", "topic2"]
+
+
+def test_a_document_that_quotes_another_is_never_held_out(documents):
+    train, heldout = split_corpus(documents)
+    passages = {train[i:i + PASSAGE] for i in range(len(train) - PASSAGE + 1)}
+    quoted = [heldout[i:i + PASSAGE] in passages for i in range(len(heldout) - PASSAGE + 1)]
+    assert np.mean(quoted) < MAX_QUOTED  # the training text holds (almost) none of the held-out passages
+    shares = quoted_shares(tuple(documents.items()))
+    assert shares["compound"] > 0.5 and shares["augassign"] > 0.9  # they hold "if", "for", ...; "assignment" them
+    assert {"compound", "augassign"}.isdisjoint(heldout_names(documents))
+    twins = {"a": "the same text, quoted in full" * 4, "b": "the same text, quoted in full" * 4, "c": "x" * 200}
+    assert heldout_names(twins, 0.2) == ["c"]
+    with pytest.raises(ValueError, match="every document shares passages of 64 characters with another"):
+        heldout_names({"a": "y" * 100, "b": "y" * 100})
 
 
 def test_the_split_never_holds_out_everything():

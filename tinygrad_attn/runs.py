@@ -206,9 +206,10 @@ def evaluate_text(model, task, batch_size=64):
 
 def write_text(model, task, prompt, max_new_tokens, temperature=0.8, top_k=None, top_p=None):
     """The text the model writes after the token ids `prompt`, as an iterator of pieces, one per new
-    token as it is drawn: with the KV cache while prompt and new tokens fit the model's context,
-    with the book's sliding window after. A BPE token that ends inside a character waits for the
-    rest of its bytes. ValueError at once (before the first token) for a bad sampling argument.
+    token as it is drawn: with the KV cache if prompt and new tokens fit the model's context, else
+    with the book's sliding window (the last context_length tokens rerun at every step). A BPE
+    token that ends inside a character waits for the rest of its bytes. ValueError at once
+    (before the first token) for a bad sampling argument.
     """
     fits = len(prompt) + max_new_tokens <= model.cfg.context_length
     tokens = model.stream([list(prompt)], max_new_tokens, temperature, top_k, top_p, use_cache=fits)

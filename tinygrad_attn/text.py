@@ -24,6 +24,8 @@ nats per token, as cross-entropy scores a model. nats_per_char() puts tokenizers
 different vocabularies on one scale.
 """
 
+import collections
+import functools
 import hashlib
 import math
 
@@ -32,6 +34,7 @@ import numpy as np
 from .tokenizers import BPETokenizer, CharTokenizer, TokenizerError
 
 SEPARATOR = "\n<|endoftext|>\n"
+PASSAGE, MAX_QUOTED = 64, 0.01  # a document with 1% of its 64-character passages in another is not held out
 
 
 def load_corpus():
@@ -50,19 +53,40 @@ def _name_hash(name):
 
 
 def heldout_names(documents, heldout_fraction=0.1):
-    """The names of the held-out documents, sorted: the first in hash order holding heldout_fraction
-    of the characters (at least one document, and never all of them)."""
+    """The names of the held-out documents, sorted: the first in hash order, among the documents
+    that quote no other (quoted_shares below MAX_QUOTED), holding heldout_fraction of the
+    characters (at least one document, and never all of them).
+
+    pydoc's topics quote each other: "compound" holds "if", "for", "while", ... verbatim, and
+    "augassign" is a section of "assignment". A held-out document with passages the training
+    text holds would measure memory, not modelling; so only documents none of whose passages
+    occur in another document may be held out.
+    """
     if not 0.0 < heldout_fraction < 1.0:
         raise ValueError(f"heldout_fraction must be in (0, 1), got {heldout_fraction}")
     if len(documents) < 2:
         raise ValueError(f"a split by document needs at least 2 documents, got {len(documents)}")
+    shares = quoted_shares(tuple(documents.items()))
+    own = [name for name in sorted(documents, key=_name_hash) if shares[name] < MAX_QUOTED]
+    if not own:
+        raise ValueError(f"every document shares passages of {PASSAGE} characters with another: none can be held "
+                         "out without its text in the training split")
     total, held, names = sum(map(len, documents.values())), 0, []
-    for name in sorted(documents, key=_name_hash)[:-1]:
+    for name in own[:len(documents) - 1]:
         if held >= heldout_fraction * total:
             break
         names.append(name)
         held += len(documents[name])
     return sorted(names)
+
+
+@functools.lru_cache(maxsize=4)
+def quoted_shares(items):
+    """{name: the share of a document's PASSAGE-character passages that occur in another document too},
+    for items, a tuple of (name, text) pairs (a tuple, so that the corpus is counted once)."""
+    passages = {name: {text[i:i + PASSAGE] for i in range(max(1, len(text) - PASSAGE + 1))} for name, text in items}
+    documents_with = collections.Counter(p for ps in passages.values() for p in ps)
+    return {name: sum(documents_with[p] > 1 for p in ps) / len(ps) for name, ps in passages.items()}
 
 
 def split_corpus(documents, heldout_fraction=0.1):
@@ -231,16 +255,33 @@ class TextTask:
     drawn at random for each batch; the held-out documents are tiled by windows (stride =
     context_length), so each held-out token is scored once. Losses are in nats per token;
     chars_per_token converts them to nats per character, the scale on which tokenizers compare.
+    The corpus is encoded when first needed, so that a run's model writes with its tokenizer
+    on a Python whose documentation holds characters that tokenizer never saw.
     """
 
     def __init__(self, tokenizer, context_length, stride=None, heldout_fraction=0.1):
-        train_text, heldout_text = split_corpus(load_corpus(), heldout_fraction)
         self.tokenizer, self.context_length = tokenizer, context_length
-        self.train_ids = np.array(tokenizer.encode(train_text), dtype=np.int64)
-        self.heldout_ids = np.array(tokenizer.encode(heldout_text), dtype=np.int64)
-        self.train = TextDataset(self.train_ids, context_length, stride or max(1, context_length // 2))
-        self.heldout = TextDataset(self.heldout_ids, context_length, context_length)
-        self.chars_per_token = len(heldout_text) / len(self.heldout_ids)
+        self.stride, self.heldout_fraction = stride or max(1, context_length // 2), heldout_fraction
+
+    @functools.cached_property
+    def _ids(self):
+        """(training ids, held-out ids, held-out characters): the corpus encoded once."""
+        train_text, heldout_text = split_corpus(load_corpus(), self.heldout_fraction)
+        encode = self.tokenizer.encode
+        return np.array(encode(train_text), dtype=np.int64), np.array(encode(heldout_text), dtype=np.int64), \
+            len(heldout_text)
+
+    train_ids = property(lambda self: self._ids[0], doc="the training documents as token ids")
+    heldout_ids = property(lambda self: self._ids[1], doc="the held-out documents as token ids")
+    chars_per_token = property(lambda self: self._ids[2] / len(self._ids[1]), doc="held-out characters per token")
+
+    @functools.cached_property
+    def train(self):
+        return TextDataset(self.train_ids, self.context_length, self.stride)
+
+    @functools.cached_property
+    def heldout(self):
+        return TextDataset(self.heldout_ids, self.context_length, self.context_length)
 
     @property
     def vocab_size(self):
