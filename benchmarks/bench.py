@@ -542,6 +542,13 @@ def fmt_ratio(x, target=None):
     return f"{x:.2f}" + ("" if target is None else (" ok" if x <= target else " **over**"))
 
 
+def fmt_race(row, n):
+    """ours / PyTorch of a race row at n threads, against its target; 'disturbed' if a side kept no step."""
+    if min(kept for kept, _ in row["kept"].values()) == 0:
+        return f"{row['ours'] / row['torch']:.2f} (disturbed)"
+    return fmt_ratio(row["ours"] / row["torch"], TARGET_RATIO.get(n))
+
+
 def table(head, rows):
     """Markdown table lines."""
     return ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)] + ["| " + " | ".join(r) + " |" for r in rows]
@@ -584,8 +591,7 @@ def render_training(r, m):
                 cells = []
                 for T in m["tokens"]:
                     pair = [row for row in rows if row["d_model"] == d and row["tokens"] == T]
-                    cells.append(" / ".join(fmt_ratio(row["ours"] / row["torch"], TARGET_RATIO.get(n))
-                                            for row in pair))
+                    cells.append(" / ".join(fmt_race(row, n) for row in pair))
                 grid.append([f"d_model {d}"] + cells)
             out += ["Ours / PyTorch, mha / gqa:", ""]
             out += table([""] + [f"T {T}" for T in m["tokens"]], grid) + [""]
@@ -598,7 +604,7 @@ def render_training(r, m):
             mark = "" if target is None else (" ok" if share >= target else " **under**")
             cells = [row["config"], fmt_ms(row["ours"])]
             if torch_on:
-                cells += [fmt_ms(row["torch"]), fmt_ratio(row["ours"] / row["torch"], TARGET_RATIO.get(n))]
+                cells += [fmt_ms(row["torch"]), fmt_race(row, n)]
             cells += [f"{row['flops'] / 1e9:.1f}", f"{row['flops'] / row['ours'] / 1e9:.0f} ({share:.0%}{mark})"]
             cells += [f"{row['flops'] / row['torch'] / 1e9:.0f}"] if torch_on else []
             cells.append(", ".join(f"{row['kept'][s][0]}/{row['kept'][s][1]}" for s in side_names(torch_on)))
