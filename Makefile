@@ -60,7 +60,7 @@ notebooks: venv ## write docs/notebooks/ from the chapters, executed (make test 
 	$(PY) docs/make_notebooks.py
 
 # Exactly this torch spelling: CI's pin (.ci/run); a CPU wheel of it may already be on the machine.
-bench: venv ## race training against PyTorch (installs torch==2.13.0) and numpy (ARGS="--quick")
+bench: venv ## a training step vs PyTorch (installs torch==2.13.0) on a grid at 1 and 2 threads, memory, decoding (ARGS="--quick" prints only)
 	@$(PY) -c "import torch" 2>/dev/null || { echo "installing torch==2.13.0, what the benchmark races against"; \
 	  $(PY) -m pip install -q torch==2.13.0; }
 	$(PY) -m benchmarks.bench $(ARGS)

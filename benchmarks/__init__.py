@@ -1,4 +1,4 @@
-"""Benchmarks of tinygrad_attn against PyTorch eager and a hand-written numpy model (issue 7).
+"""Benchmarks of tinygrad_attn against PyTorch eager and a hand-written numpy model (issues 7 and 16).
 
 bench.py is the entry point (`make bench`, or `python -m benchmarks.bench --help`) and holds
 our side of the race; torch_twin.py and numpy_reference.py are the same model in PyTorch and

@@ -2,9 +2,8 @@
 
 Every side has prepare(idx, targets) -> batch (converted once, outside the timing),
 loss_and_grads(batch) -> (loss, {parameter name: numpy gradient}) and step(batch) -> loss
-(forward, backward, optimizer step); the sides with a layer object also attention_layer(),
-attention_input(x) and attention_forward(layer, x) -> numpy array. numpy_reference.NumpySide
-has the same methods, with the backward written by hand.
+(forward, backward, optimizer step). numpy_reference.NumpySide has the same methods, with the
+backward written by hand.
 """
 
 import numpy as np

@@ -15,14 +15,12 @@ import os
 import sys
 import tempfile
 
-from tinygrad_attn import train
-
-from .bench import set_blas_threads
+from tinygrad_attn import runtime, train
 
 
 def run(seed, options, root):
-    """One training run with `seed`, on one BLAS thread: (seed, step, exact match, seconds)."""
-    set_blas_threads(1)  # two runs at a time on two cores: more threads would only fight
+    """One training run with `seed`, on one thread: (seed, step, exact match, seconds)."""
+    runtime.set_num_threads(1)  # two runs at a time on two cores: more threads would only fight
     args = train.parse_args([*options, "--seed", str(seed), "--out", os.path.join(root, f"seed{seed}")])
     result = train.train(args, stream=io.StringIO())
     return seed, result["step"], result["exact_match"], result["seconds"]

@@ -4,9 +4,10 @@ padding, gradients by finite differences, PyTorch parity and the errors."""
 import numpy as np
 import pytest
 
-from tinygrad_attn import Tensor, gradcheck, manual_seed
+from tinygrad_attn import Tensor, fused_ops, gradcheck, manual_seed
+from tinygrad_attn.fused import attention
 from tinygrad_attn.nn import (CausalAttention, GroupedQueryAttention, MultiHeadAttention, MultiHeadAttentionWrapper,
-                              SelfAttention_v1, SelfAttention_v2, register_module_forward_hook, simple_self_attention)
+                              SelfAttention_v1, SelfAttention_v2, simple_self_attention)
 from tinygrad_attn.nn.rope import RotaryEmbedding
 
 from attention_testing import gradcheck_module, left_padded, randn, to_float64, torch_attention_twin
@@ -273,25 +274,23 @@ def test_attention_weights_rows_sum_to_one_and_the_future_is_exactly_zero(name):
     assert (w[..., np.tril(np.ones((5, 5), bool))] > 0).all()
 
 
-def test_dropout_acts_on_the_attention_weights_in_training_only():
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "composed"])
+def test_dropout_acts_on_the_attention_weights_in_training_only(fused):
     manual_seed(7)
     layer = to_float64(MultiHeadAttention(4, 4, 8, dropout=0.5, num_heads=2))
-    seen = []
-    handle = register_module_forward_hook(lambda m, args, out: seen.append(out) if m is layer.dropout else None)
-    try:
-        x = randn(2, 5, 4)
-        out_train = layer(x).numpy()
-        dropped = seen[-1].numpy()
-        assert dropped.shape == (2, 2, 5, 5)  # the weights, per head
-        kept = dropped != 0
+    x = randn(2, 5, 4)
+    with fused_ops(fused):
+        queries, keys = randn(2, 2, 5, 3), randn(2, 2, 5, 3)
+        eye = Tensor(np.broadcast_to(np.eye(5), (2, 2, 5, 5)).copy())  # values = identity: the output is the weights
+        dropped, weights = attention(queries, keys, eye, None, 1.0, dropout_p=0.5)
+        kept = dropped.numpy() != 0
         assert 0 < kept.mean() < 1
-        np.testing.assert_allclose(dropped[kept], 2 * layer.last_attn_weights.numpy()[kept], rtol=1e-12)
+        np.testing.assert_allclose(dropped.numpy()[kept], 2 * weights.numpy()[kept], rtol=1e-6)
+        out_train = layer(x).numpy()
         layer.eval()
         out_eval = layer(x).numpy()
-        np.testing.assert_array_equal(seen[-1].numpy(), layer.last_attn_weights.numpy())
-        assert not np.allclose(out_train, out_eval)
-    finally:
-        handle.remove()
+        np.testing.assert_array_equal(layer(x).numpy(), out_eval)
+    assert not np.allclose(out_train, out_eval)
 
 
 # ---------------------------------------------------------------------------------------

@@ -715,6 +715,16 @@ def _malloc():
         runtime.keep_freed_memory()
 
 
+def _threads():
+    from tinygrad_attn import runtime
+    before = runtime.get_num_threads()
+    try:
+        runtime.set_num_threads(2)
+        assert runtime.get_num_threads() == 2 and runtime.blas_threads() in (1, None)  # None: not OpenBLAS
+    finally:
+        runtime.set_num_threads(before)
+
+
 # key -> (the README's sentence, the check that it still holds)
 DIFFERENCES = {
     "float-arrays": ("A float numpy array becomes float32 unless `dtype=` says otherwise (PyTorch keeps float64); "
@@ -760,6 +770,10 @@ DIFFERENCES = {
                    _split_zero),
     "malloc": ("On Linux, importing the package asks glibc's malloc to keep freed blocks for reuse (see "
                "`keep_freed_memory` in runtime.py); `TINYGRAD_ATTN_MALLOC=default` turns that off.", _malloc),
+    "threads": ("Importing the package sets numpy's OpenBLAS to one thread; the fused ops split large work over "
+                "the package's own threads instead, as many as the usable cores (`TINYGRAD_ATTN_THREADS=n`, or "
+                "`tinygrad_attn.set_num_threads(n)`, as `torch.set_num_threads`): see `set_num_threads` in "
+                "runtime.py.", _threads),
 }
 
 

@@ -7,7 +7,7 @@ limit; greedy generation with and without the cache."""
 import numpy as np
 import pytest
 
-from tinygrad_attn import Tensor, manual_seed
+from tinygrad_attn import Tensor, manual_seed, no_grad
 from tinygrad_attn.nn import (GroupedQueryAttention, MultiHeadAttention, MultiHeadLatentAttention,
                               SlidingWindowAttention, Transformer, TransformerConfig)
 
@@ -225,3 +225,28 @@ def test_model_cache_past_context_length_is_an_error():
     out = m.generate(Tensor(np.zeros((1, 4), dtype=np.int64)), 3, temperature=0.0, use_cache=False)
     assert out.shape == (1, 7)  # without the cache the window slides, as the book's generate
     assert m.current_pos == 0  # generate leaves the cache empty
+
+
+def test_the_cache_is_written_in_place():
+    """Preallocated for context_length tokens at the first call; each later call writes its tokens into the same
+    buffers, so no earlier entry is copied, and no graph is kept under no_grad."""
+    layer = attention_layer("gqa", rope=True)
+    x = randn(1, 7, 8)
+    with no_grad():
+        layer(x[:, :3], use_cache=True)
+        buffers = [b.numpy() for b in layer.cache_buffers]
+        assert [b.shape for b in buffers] == [(1, 2, 8, 2)] * 2  # (b, num_kv_heads, context_length, head_dim)
+        for t in range(3, 7):
+            out = layer(x[:, t:t + 1], use_cache=True)
+            assert all(a is b.numpy() for a, b in zip(buffers, layer.cache_buffers))
+            assert np.shares_memory(layer.cache_k.numpy(), buffers[0]) and layer.cache_k.shape[2] == t + 1
+            assert out.grad_fn is None and layer.cache_k.grad_fn is None
+
+
+def test_a_cached_call_that_records_a_graph_reaches_its_own_keys_and_values():
+    layer = attention_layer("mha", rope=False)
+    x = randn(1, 5, 8)
+    layer(x[:, :3], use_cache=True)
+    out = layer(x[:, 3:], use_cache=True)  # two new tokens after three cached ones
+    out.backward(np.ones(out.shape))
+    assert np.abs(layer.W_key.weight.grad.numpy()).max() > 0 and np.abs(layer.W_value.weight.grad.numpy()).max() > 0

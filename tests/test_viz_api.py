@@ -8,7 +8,7 @@ import xml.etree.ElementTree as ET
 import numpy as np
 import pytest
 
-from tinygrad_attn import Tensor, manual_seed, nn, randn, viz
+from tinygrad_attn import Tensor, fused_ops, manual_seed, nn, randn, viz
 from tinygrad_attn.nn import attention
 from tinygrad_attn.viz import gallery
 from tinygrad_attn.viz import rendering as render_module
@@ -86,7 +86,9 @@ def test_show_saved_lists_the_arrays_ops_keep_for_backward_with_their_sizes():
 def test_make_dot_is_torchvizs_call_and_returns_a_digraph():
     graphviz = pytest.importorskip("graphviz")
     model, x = small_model()
-    y = model(x).sum()
+    assert "LinearBackward" in viz.make_dot(model(x).sum()).source  # the ops that ran: the fused ones
+    with fused_ops(False):
+        y = model(x).sum()
     g = viz.make_dot(y, params=dict(model.named_parameters()))
     assert isinstance(g, graphviz.Digraph)
     assert "MatMulBackward" in g.source and "GELUBackward" in g.source  # the backward graph, op by op

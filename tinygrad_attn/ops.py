@@ -428,11 +428,11 @@ class Permute(Function):
     is_view = True
 
     def forward(self, x, dims):
-        self.inverse = tuple(np.argsort(dims))
+        self.dims = dims
         return x.transpose(dims)
 
     def backward(self, g):  # undo the permutation
-        return (g.transpose(self.inverse),)
+        return (g.transpose(np.argsort(self.dims)),)
 
 
 class Expand(Function):

@@ -1,11 +1,19 @@
 """Settings of the process the engine runs in, kept out of the engine so that engine.py reads as autograd.
 
-keep_freed_memory() runs once when tinygrad_attn is imported.
+  keep_freed_memory()    glibc's malloc keeps freed blocks (runs once when tinygrad_attn is imported)
+  set_num_threads(n)     the cores the engine uses: numpy's BLAS at one thread, and a pool of n threads
+                         that the fused ops (fused.py) split their large work over (runs once on import)
+  parallel_for(fn, n, cost)   that split
+  fused_ops(False)       run the fused ops as the compositions of basic ops they replace (for drawings)
 """
 
+import contextlib
 import ctypes
 import os
 import sys
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
 
 
 def keep_freed_memory():
@@ -15,15 +23,178 @@ def keep_freed_memory():
     each freed block over 128 KiB, so the next allocation of it page-faults in zeroed pages,
     and elementwise ops spend most of their time there: on a (64, 16, 256) float32 GELU,
     1.9 ms of page faults for 0.15 ms of arithmetic (measured on the 2-core VM we develop on;
-    a d64 training step went from 67 to 47 ms). PyTorch's caching allocator avoids the same
-    cost. Set TINYGRAD_ATTN_MALLOC=default to opt out; other C libraries keep their defaults.
+    a d64 training step went from 67 to 47 ms). Past 32 MiB (the largest mmap threshold) glibc
+    always maps, and a heap that shrinks hands its top back: at d_model 256, T 512 a step's
+    arrays are 33-268 MiB, and a fresh 134 MiB block cost 8-300 ms of faults (300 the first time
+    the VM's memory is touched), so the step took 5.6 s instead of 4.4. Hence no mmap and no
+    trimming: the process keeps its peak heap, as PyTorch's caching allocator keeps its blocks.
+    Set TINYGRAD_ATTN_MALLOC=default to opt out; other C libraries keep their defaults.
     """
     if not sys.platform.startswith("linux") or os.environ.get("TINYGRAD_ATTN_MALLOC") == "default":
         return
     try:
         libc = ctypes.CDLL("libc.so.6")
-        M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
-        libc.mallopt(M_MMAP_THRESHOLD, 32 << 20)  # blocks up to 32 MiB (glibc's maximum) come from the heap
-        libc.mallopt(M_TRIM_THRESHOLD, 256 << 20)  # and the heap is trimmed only past 256 MiB of free top
+        M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_MMAP_MAX = -1, -3, -4
+        libc.mallopt(M_MMAP_MAX, 0)  # every block comes from the heap, also those past 32 MiB (mmap's threshold max)
+        libc.mallopt(M_TRIM_THRESHOLD, -1)  # and the heap is never trimmed (-1: the largest size_t)
     except (OSError, AttributeError):  # not glibc (musl, ...)
         pass
+
+
+# ---------------------------------------------------------------------------------------
+# Threads: numpy's BLAS, and the pool of the fused ops
+# ---------------------------------------------------------------------------------------
+
+def openblas_function(name):
+    """The C function openblas_<name> of the OpenBLAS that numpy loaded (ctypes), or None if there is none.
+
+    numpy's wheels bundle scipy-openblas, whose symbols carry a prefix and a suffix
+    (scipy_openblas_set_num_threads64_); other builds have the plain names. Calling it costs
+    about a microsecond (threadpoolctl, which finds every BLAS of the process, about a millisecond).
+    """
+    try:
+        with open("/proc/self/maps") as f:
+            lib = next(line.split()[-1] for line in f if "openblas" in line.lower() and ".so" in line)
+        so = ctypes.CDLL(lib)
+    except (OSError, StopIteration):
+        return None
+    for symbol in (f"scipy_openblas_{name}64_", f"openblas_{name}64_", f"scipy_openblas_{name}", f"openblas_{name}"):
+        if hasattr(so, symbol):
+            return getattr(so, symbol)
+    return None
+
+
+def blas_threads():
+    """The threads numpy's OpenBLAS uses, or None if numpy's BLAS is not OpenBLAS."""
+    fn = openblas_function("get_num_threads")
+    return None if fn is None else fn()
+
+
+def blas_kernel():
+    """The CPU kernels OpenBLAS chose at load time ("Haswell", "SkylakeX", ...), or None."""
+    fn = openblas_function("get_corename")
+    if fn is None:
+        return None
+    fn.restype = ctypes.c_char_p
+    return fn().decode()
+
+
+def set_blas_threads(n):
+    """Make numpy's OpenBLAS use n threads; False if numpy's BLAS is not OpenBLAS."""
+    fn = openblas_function("set_num_threads")
+    if fn is not None:
+        fn(n)
+    return fn is not None
+
+
+_num_threads = 1
+_pool = None  # num_threads - 1 workers; the calling thread is the last one
+
+
+def set_num_threads(n):
+    """Use n cores (torch.set_num_threads): fused ops split large work over a pool of n threads, and
+    numpy's BLAS is set to one thread.
+
+    Why BLAS gets one thread: OpenBLAS's threads spin-wait between calls, and when another
+    process holds a core they wait for it a scheduler slice at a time. A 256 x 256 matmul took
+    0.27 ms on one thread and 10-16 ms on two with the second core busy, and `make train` 38-70 s
+    instead of 4.5 s. The pool's threads sleep between jobs instead: with a core busy, a split job
+    takes about as long as on one thread, not ten times longer. A large matmul split by rows over
+    the pool runs as fast as on OpenBLAS's own threads (each piece is still one BLAS call: (8192,
+    128) @ (128, 512) in 10.1 ms on one thread, 5.0 on two), and small work is never split (see
+    parallel_for). The price is fine-grained work: sleeping threads take tens of microseconds to
+    wake on a VM, so ops of a fraction of a millisecond gain little (see parallel_for).
+    """
+    global _num_threads, _pool
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"the number of threads must be a positive integer, got {n!r}")
+    set_blas_threads(1)
+    if _pool is not None:
+        _pool.shutdown()
+    _num_threads = n
+    _pool = ThreadPoolExecutor(n - 1, thread_name_prefix="tinygrad_attn") if n > 1 else None
+
+
+def get_num_threads():
+    return _num_threads
+
+
+def _new_pool_after_fork():
+    """A forked child has only the thread that forked: the pool's workers stayed in the parent, and
+    a job handed to them would wait forever. The child gets a pool of its own."""
+    global _pool
+    _pool = ThreadPoolExecutor(_num_threads - 1, thread_name_prefix="tinygrad_attn") if _num_threads > 1 else None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_pool_after_fork)
+
+
+def default_num_threads():
+    """TINYGRAD_ATTN_THREADS if set, else the cores this process may run on."""
+    given = os.environ.get("TINYGRAD_ATTN_THREADS")
+    if given:
+        return int(given)
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+@contextlib.contextmanager
+def num_threads(n):
+    """set_num_threads(n) inside the block, the count before after it."""
+    before = _num_threads
+    set_num_threads(n)
+    try:
+        yield
+    finally:
+        set_num_threads(before)
+
+
+MIN_COST = 1 << 18  # the least work worth a piece: about 50 us on one core (a pool round trip costs about 25)
+
+
+def parallel_for(fn, n, cost):
+    """Call fn(rows) for slices `rows` that together cover range(n) once each, one slice per thread,
+    at the same time, when `cost` (about five times the nanoseconds the work takes on one core:
+    the element passes, or a sixteenth of a matmul's FLOPs) pays for the split; else fn(slice(0, n)).
+
+    fn must write only its own rows of its outputs. numpy releases the GIL inside its loops and
+    BLAS calls, so the threads compute side by side. Each thread always gets the same share of the
+    rows, the caller the first: the next op then reads, on each core, rows that core wrote (handing
+    out smaller pieces to whichever thread is free made a d64 T32 step slower on two threads than
+    on one: 26 ms against 22; with fixed shares 20.5).
+    """
+    pieces = min(n, _num_threads, int(cost // MIN_COST))
+    if _pool is None or pieces < 2:
+        fn(slice(0, n))
+        return
+    bounds = np.linspace(0, n, pieces + 1).round().astype(int)
+    helpers = [_pool.submit(fn, slice(a, b)) for a, b in zip(bounds[1:-1], bounds[2:])]
+    try:
+        fn(slice(0, bounds[1]))
+    finally:
+        for h in helpers:
+            h.result()  # waits, and raises what a helper raised
+
+
+# ---------------------------------------------------------------------------------------
+# The switch between the fused ops and the compositions they replace
+# ---------------------------------------------------------------------------------------
+
+_fused = True
+
+
+def fused_ops_enabled():
+    return _fused
+
+
+@contextlib.contextmanager
+def fused_ops(enabled=True):
+    """Inside `with fused_ops(False):` every fused op of fused.py runs as the composition of basic
+    ops it replaces, with the same values and gradients (to float rounding), so a drawing shows
+    an attention layer's steps (queries @ keys^T, mask, scale, softmax, @ values) instead of one box."""
+    global _fused
+    before, _fused = _fused, bool(enabled)
+    try:
+        yield
+    finally:
+        _fused = before

@@ -4,6 +4,8 @@ They raise a ValueError naming the shapes or dims at fault, at the Tensor method
 called, so that ops.py can trust its arguments and hold nothing but the ops.
 """
 
+import math
+
 import numpy as np
 
 
@@ -59,8 +61,8 @@ def check_matmul(a, b):
 def check_reshape(shape, new):
     """`new` with its one -1 worked out; ValueError if it does not hold the same number of elements."""
     new = tuple(int(n) for n in new)
-    size = int(np.prod(shape))
-    known = int(np.prod([n for n in new if n != -1]))
+    size = math.prod(shape)  # math.prod, not np.prod: 0.1 us, not 2, and a decoding step reshapes 16 times
+    known = math.prod(n for n in new if n != -1)
     if new.count(-1) > 1 or (-1 in new and (known == 0 or size % known)) or (-1 not in new and known != size):
         raise ValueError(f"cannot reshape a tensor of shape {shape} ({size} elements) into {new}")
     return tuple(size // known if n == -1 else n for n in new)

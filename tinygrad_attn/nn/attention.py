@@ -30,9 +30,10 @@ What every layer adds to the book's version, the same way:
 
 import numpy as np
 
-from ..engine import cat, default_rng
+from ..engine import cat, default_rng, zeros
+from ..fused import attention
 from .layers import Dropout, Linear
-from .masks import causal_blocked, mask_scores, padding_mask
+from .masks import blocked_scores, causal_blocked, mask_scores, padding_mask
 from .module import Module, ModuleList, Parameter
 from .rope import RotaryEmbedding
 
@@ -248,6 +249,11 @@ class MultiHeadAttention(Module):
         self.last_attn_weights = None
         self.reset_cache()
 
+    @property
+    def cache_capacity(self):
+        """Tokens the cache buffers are allocated for: every position, context_length."""
+        return self.context_length
+
     def init_kv_projections(self, d_in, qkv_bias):
         """W_key and W_value, Linear(d_in, num_kv_heads * head_dim) each: what keys and values are made with."""
         self.W_key = Linear(d_in, self.num_kv_heads * self.head_dim, bias=qkv_bias)
@@ -255,8 +261,23 @@ class MultiHeadAttention(Module):
 
     def reset_cache(self):
         """Empty the KV cache: the next use_cache=True call starts again at position 0."""
-        self.cache, self.cache_pad = None, None
+        self.cache_buffers, self.cache_pad_buffer = None, None  # (b, ..., capacity, d) Tensors; (b, capacity) bool
+        self.cache_span = (0, 0)  # the buffers' token positions [first, end) that hold the cached tokens
         self.ptr_current_pos = 0
+
+    @property
+    def cache(self):
+        """What the cache keeps of every cached token, (b, ..., T_k, d) Tensors (views of the buffers), or None."""
+        if self.cache_buffers is None:
+            return None
+        first, end = self.cache_span
+        return tuple(buffer[..., first:end, :] for buffer in self.cache_buffers)
+
+    @property
+    def cache_pad(self):
+        """(b, T_k) bool, True at the cached padding tokens; None if no padding was cached."""
+        first, end = self.cache_span
+        return None if self.cache_pad_buffer is None else self.cache_pad_buffer[:, first:end]
 
     cache_k = property(lambda self: None if self.cache is None else self.cache[0], doc="cached keys, or None")
     cache_v = property(lambda self: None if self.cache is None else self.cache[1], doc="cached values, or None")
@@ -297,26 +318,50 @@ class MultiHeadAttention(Module):
         return cached
 
     def update_cache(self, new, pad):
-        """Append the new tokens' cache entries (each (b, ..., num_tokens, d): tokens on dim -2) and
-        their padding (b, num_tokens) or None.
+        """Write the new tokens' cache entries (each (b, ..., num_tokens, d): tokens on dim -2) and their
+        padding (b, num_tokens) or None into the cache, after the tokens it keeps.
 
-        Returns the entries and the padding (b, T_k) or None of every cached token.
+        Returns the entries and the padding (b, T_k) or None of every cached token. The cache is
+        written in place: buffers for cache_capacity tokens are allocated at the first call, and
+        a decoding step writes one token's keys and values into them, where appending with cat
+        would copy the whole cache every token. The earlier tokens' entries are data, without a
+        graph; if this call records one (training with use_cache=True), its own entries keep theirs.
         """
         b, num_tokens = new[0].shape[0], new[0].shape[-2]
-        if self.cache is None:
-            self.cache = new
-        elif self.cache[0].shape[0] != b:
-            raise ValueError(f"the KV cache holds a batch of {self.cache[0].shape[0]}, got a batch of {b}; "
+        if self.cache_buffers is not None and self.cache_buffers[0].shape[0] != b:
+            raise ValueError(f"the KV cache holds a batch of {self.cache_buffers[0].shape[0]}, got a batch of {b}; "
                              "call reset_cache() before a new batch")
-        else:
-            self.cache = tuple(cat([old, t], dim=-2) for old, t in zip(self.cache, new))  # (b, ..., T_k, d)
-        if pad is not None or self.cache_pad is not None:
-            num_old = self.cache[0].shape[-2] - num_tokens
-            old = self.cache_pad if self.cache_pad is not None else np.zeros((b, num_old), dtype=bool)
-            new_pad = pad if pad is not None else np.zeros((b, num_tokens), dtype=bool)
-            self.cache_pad = np.concatenate([old, new_pad], axis=1)  # (b, T_k)
+        if pad is not None and self.cache_pad_buffer is None and self.cache_buffers is not None:
+            self.cache_pad_buffer = np.zeros((b, self.cache_buffers[0].shape[-2]), dtype=bool)  # earlier: real
+        first, end = self.cache_span
+        if self.cache_buffers is None or end + num_tokens > self.cache_buffers[0].shape[-2]:
+            first, end = self.make_room(new, pad, num_tokens)
+        for buffer, t in zip(self.cache_buffers, new):
+            buffer.data[..., end:end + num_tokens, :] = t.data
+        if self.cache_pad_buffer is not None:
+            self.cache_pad_buffer[:, end:end + num_tokens] = False if pad is None else pad
+        self.cache_span = (first, end + num_tokens)
         self.ptr_current_pos += num_tokens
-        return self.cache, self.cache_pad
+        entries = self.cache  # (b, ..., T_k, d) each, views: no copy
+        if any(t.requires_grad for t in new):
+            entries = tuple(cat([old[..., :-num_tokens, :], t], dim=-2) for old, t in zip(entries, new))
+        return entries, self.cache_pad
+
+    def make_room(self, new, pad, num_tokens):
+        """Buffers for max(cache_capacity, kept + num_tokens) tokens, the kept tokens moved to their front
+        (only a sliding window, which keeps few, ever fills its buffers); returns the kept tokens' span."""
+        first, end = self.cache_span
+        capacity = max(self.cache_capacity, end - first + num_tokens)
+        old, old_pad = self.cache, self.cache_pad
+        self.cache_buffers = tuple(zeros(*t.shape[:-2], capacity, t.shape[-1], dtype=t.dtype) for t in new)
+        if old is not None:
+            for buffer, t in zip(self.cache_buffers, old):
+                buffer.data[..., :end - first, :] = t.data
+        if old_pad is not None or pad is not None:
+            self.cache_pad_buffer = np.zeros((new[0].shape[0], capacity), dtype=bool)
+            if old_pad is not None:
+                self.cache_pad_buffer[:, :end - first] = old_pad
+        return 0, end - first
 
     def attend(self, queries, keys, values, start, pad):
         """Attention of queries (b, num_heads, num_tokens, head_dim) at absolute positions
@@ -326,15 +371,15 @@ class MultiHeadAttention(Module):
         """
         b, _, num_tokens, _ = queries.shape
         end = start + num_tokens
-        attn_scores = queries @ keys.transpose(2, 3)  # (b, num_heads, num_tokens, T_k)
         # The mask rows of the queries' absolute positions: with a cache the queries are the last
         # num_tokens of T_k positions, where a square [:num_tokens, :num_tokens] slice would be wrong.
         mask_bool = self.mask.data[start:end, end - keys.shape[2]:end] if self.causal else None  # (num_tokens, T_k)
-        attn_scores = mask_scores(attn_scores, mask_bool, pad)
-        attn_weights = (attn_scores / keys.shape[-1] ** 0.5).softmax(dim=-1)  # (b, num_heads, num_tokens, T_k)
-        self.last_attn_weights = attn_weights.detach()
-        attn_weights = self.dropout(attn_weights)
-        context_vec = (attn_weights @ values).transpose(1, 2)  # (b, num_tokens, num_heads, head_dim)
+        blocked = blocked_scores(mask_bool, pad, ndim=4)  # broadcasts to (b, num_heads, num_tokens, T_k)
+        dropout_p = self.dropout.p if self.dropout.training else 0.0
+        # softmax(queries keys^T / sqrt(head_dim), blocked: -inf), dropout, @ values: one fused op (fused.py)
+        context_vec, self.last_attn_weights = attention(queries, keys, values, blocked, keys.shape[-1] ** -0.5,
+                                                        dropout_p)  # (b, num_heads, num_tokens, head_dim), weights
+        context_vec = context_vec.transpose(1, 2)  # (b, num_tokens, num_heads, head_dim)
         context_vec = context_vec.reshape(b, num_tokens, self.d_out)  # (b, num_tokens, d_out): heads side by side
         return self.out_proj(context_vec)  # (b, num_tokens, d_out)
 
@@ -484,10 +529,15 @@ class SlidingWindowAttention(GroupedQueryAttention):
     def update_cache(self, new, pad):
         """New: append as before, then keep only the window - 1 most recent tokens for the next call."""
         entries, pad = super().update_cache(new, pad)  # (b, ..., T_k, d): what this call's queries may see
-        first = max(entries[0].shape[-2] - (self.window - 1), 0)
-        self.cache = tuple(t[..., first:, :] for t in entries)  # (b, ..., <= window - 1, d)
-        self.cache_pad = None if pad is None else pad[:, first:]
+        first, end = self.cache_span
+        self.cache_span = (max(first, end - (self.window - 1)), end)  # (b, ..., <= window - 1, d) kept
         return entries, pad
+
+    @property
+    def cache_capacity(self):
+        """New: room for the window - 1 kept tokens and a window of new ones. When it is full, make_room
+        moves the kept ones to the front: on average one token copied per token decoded."""
+        return 2 * self.window
 
 
 # ---------------------------------------------------------------------------------------

@@ -7,7 +7,8 @@ import math
 
 import numpy as np
 
-from .. import ops
+from .. import fused, ops
+from ..runtime import fused_ops_enabled
 from ..shapes import broadcast_shape, check_floating
 from ..engine import Tensor
 from .masks import causal_blocked
@@ -18,6 +19,8 @@ def linear(x, weight, bias=None):
     if x.shape[-1:] != weight.shape[-1:]:
         raise ValueError(f"linear: input of shape {x.shape} has last dim {x.shape[-1] if x.ndim else None}, "
                          f"but the weight {weight.shape} expects {weight.shape[-1]} features")
+    if fused_ops_enabled():
+        return fused.Linear.apply(x, weight) if bias is None else fused.Linear.apply(x, weight, bias)
     out = x @ weight.T
     return out if bias is None else out + bias
 
@@ -31,6 +34,8 @@ def log_softmax(x, dim):
 
 
 def gelu(x, approximate="tanh"):
+    if fused_ops_enabled() and approximate == "tanh":
+        return fused.GELU.apply(x)
     return x.gelu(approximate)
 
 
@@ -49,7 +54,10 @@ def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
         raise ValueError("layer_norm needs a normalized_shape of at least one dim, got ()")
     if x.shape[x.ndim - len(normalized_shape):] != normalized_shape:
         raise ValueError(f"layer_norm over {normalized_shape}: input of shape {x.shape} does not end in it")
-    out = ops.LayerNorm.apply(check_floating(x, "layer_norm"), ndims=len(normalized_shape), eps=eps)
+    check_floating(x, "layer_norm")
+    if fused_ops_enabled() and len(normalized_shape) == 1 and weight is not None and bias is not None:
+        return fused.LayerNorm.apply(x, weight, bias, eps=eps)
+    out = ops.LayerNorm.apply(x, ndims=len(normalized_shape), eps=eps)
     if weight is not None:
         out = out * weight
     return out if bias is None else out + bias

@@ -4,7 +4,9 @@ import math
 
 import numpy as np
 
+from .. import fused
 from ..engine import Tensor, default_rng
+from ..runtime import fused_ops_enabled
 from . import functional as F
 from .module import Module, Parameter
 
@@ -50,7 +52,9 @@ class Embedding(Module):
             bad = ids.max() if ids.max() >= self.num_embeddings else ids.min()
             raise ValueError(f"Embedding({self.num_embeddings}, {self.embedding_dim}): id {bad} is out of range "
                              f"[0, {self.num_embeddings - 1}]")
-        return self.weight[ids]  # (..., embedding_dim); repeated ids accumulate their gradients
+        if fused_ops_enabled():  # repeated ids accumulate their gradients, either way
+            return fused.Embedding.apply(self.weight, ids=ids)  # (..., embedding_dim)
+        return self.weight[ids]
 
     def extra_repr(self):
         return f"{self.num_embeddings}, {self.embedding_dim}"

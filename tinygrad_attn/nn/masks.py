@@ -49,15 +49,23 @@ def padding_mask(attention_mask, shape, name="attention_mask", of="input"):
     return pad if pad.any() else None
 
 
-def mask_scores(attn_scores, blocked, pad):
-    """Fill the blocked scores with -inf, so that softmax gives them weight exactly 0.
+def blocked_scores(blocked, pad, ndim):
+    """The scores a query may not look at, as one bool array that broadcasts to scores of ndim dims, or None.
 
     blocked (T_q, T_k) or None: True where a query may not look; pad (b, T_k) (or (T_k,) without
     a batch) or None: True at padding keys, one row per batch element, broadcast over heads and queries.
+    """
+    if pad is not None:
+        pad = pad.reshape(pad.shape[:-1] + (1,) * (ndim - pad.ndim) + pad.shape[-1:])  # (b, 1, .., T_k)
+        blocked = pad if blocked is None else blocked | pad
+    return blocked
+
+
+def mask_scores(attn_scores, blocked, pad):
+    """Fill the blocked scores (blocked_scores' arguments) with -inf, so that softmax gives them weight exactly 0.
+
     -inf, not a large negative number: a very negative score still gets a tiny weight. A
     query that may see no key at all gets all-zero weights from the softmax, not NaN.
     """
-    if pad is not None:
-        pad = pad.reshape(pad.shape[:-1] + (1,) * (attn_scores.ndim - pad.ndim) + pad.shape[-1:])  # (b, 1, .., T_k)
-        blocked = pad if blocked is None else blocked | pad
+    blocked = blocked_scores(blocked, pad, attn_scores.ndim)
     return attn_scores if blocked is None else attn_scores.masked_fill(blocked, float("-inf"))

@@ -11,13 +11,15 @@ So a layer need not name its tensors for a drawing, and a drawing of your own mo
 your own variable names. Function parameters, and the names in GENERIC (x, t, out, ...), name
 nothing: the first is a tensor made elsewhere, the second says nothing a box's shape does not.
 Tracing slows Python down several times over, which does not matter for the small graphs
-one draws.
+one draws. While recording, the fused ops run as the compositions of basic ops they replace
+(runtime.fused_ops(False)), so that a drawing shows an attention layer's steps, not one box.
 """
 
 import sys
 from pathlib import Path
 
 from ..engine import Tensor
+from ..runtime import fused_ops
 
 PACKAGE = Path(__file__).resolve().parent.parent
 UNTRACED = {PACKAGE / "engine.py", PACKAGE / "ops.py", PACKAGE / "shapes.py", Path(__file__).resolve().parent}
@@ -34,12 +36,14 @@ class record_names:
         self.variables, self._alive, self._traced = {}, [], {}
 
     def __enter__(self):
-        self._previous = sys.gettrace()
+        self._previous, self._unfused = sys.gettrace(), fused_ops(False)
+        self._unfused.__enter__()
         sys.settrace(self._call)
         return self
 
     def __exit__(self, *exc):
         sys.settrace(self._previous)
+        self._unfused.__exit__(*exc)
 
     def _call(self, frame, event, arg):
         """The global trace function: returns the local one for frames worth watching."""

@@ -1,0 +1,232 @@
+"""The fused ops of fused.py: each against finite differences in float64 (random upstream), against
+PyTorch, and against the composition of basic ops it replaces (runtime.fused_ops(False)), alone and
+in whole models, values and gradients; fully masked rows; the split over threads."""
+
+import numpy as np
+import pytest
+
+from tinygrad_attn import Tensor, fused, fused_ops, gradcheck, manual_seed, no_grad, runtime
+from tinygrad_attn.nn import Transformer, TransformerConfig
+from tinygrad_attn.nn import functional as F
+from tinygrad_attn.engine import topological_order
+
+from attention_testing import randn, to_float64
+
+CAUSAL = np.triu(np.ones((4, 5), bool), 2)  # 4 queries after one cached key: query i sees keys j <= i + 1
+PADDED = CAUSAL | np.array([[[[True, False, False, False, False]]], [[[False] * 5]]])  # (2, 1, 4, 5)
+NO_KEY = PADDED.copy()
+NO_KEY[1, 0, 2] = True  # query 2 of the second sequence sees no key at all
+
+
+def sdpa(blocked, dropout_p=0.0):
+    """Attention as a function of (q, k, v), drawing the same dropout masks at every call."""
+    def fn(q, k, v):
+        manual_seed(5)
+        return fused.attention(q, k, v, blocked, 0.7, dropout_p)[0]
+    return fn
+
+
+def ids():
+    return np.array([[0, 2, 0, 5], [4, 0, 1, 0]])  # row 0 used four times
+
+
+def embedding(w):
+    """What nn.Embedding does with its weight: the fused op, or indexing (ops.Index)."""
+    return fused.Embedding.apply(w, ids=ids()) if runtime.fused_ops_enabled() else w[ids()]
+
+
+QKV = [(2, 3, 4, 3), (2, 3, 5, 3), (2, 3, 5, 2)]
+CASES = {  # name: (a function of float64 inputs that runs a fused op, or its composition under fused_ops(False); shapes)
+    "linear": (lambda x, w, b: F.linear(x, w, b), [(2, 3, 4), (5, 4), (5,)]),
+    "linear-no-bias": (lambda x, w: F.linear(x, w), [(3, 4), (5, 4)]),
+    "linear-1d": (lambda x, w, b: F.linear(x, w, b), [(4,), (5, 4), (5,)]),
+    "layer_norm": (lambda x, w, b: F.layer_norm(x, 6, w, b), [(2, 3, 6), (6,), (6,)]),
+    "gelu": (lambda x: F.gelu(x), [(2, 3, 4)]),
+    "embedding": (embedding, [(6, 3)]),
+    "attention": (sdpa(None), QKV),
+    "attention-causal-padded": (sdpa(PADDED), QKV),
+    "attention-no-key": (sdpa(NO_KEY), QKV),
+    "attention-dropout": (sdpa(PADDED, dropout_p=0.4), QKV),
+    "attention-2d": (sdpa(CAUSAL), [(4, 3), (5, 3), (5, 2)]),
+}
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_fused_op_gradients_match_finite_differences(name):
+    fn, shapes = CASES[name]
+    inputs = [randn(*shape, seed=i, requires_grad=True) for i, shape in enumerate(shapes)]
+    out = fn(*inputs)
+    assert type(out.grad_fn).__module__ == "tinygrad_attn.fused"  # the fused op is what is checked
+    assert gradcheck(fn, inputs)
+    assert all(np.abs(x.grad).max() > 0 for x in inputs)  # no case passes by comparing zeros
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_fused_op_equals_the_composition_it_replaces(name):
+    fn, shapes = CASES[name]
+    results = []
+    for enabled in (True, False):
+        inputs = [randn(*shape, seed=i, requires_grad=True) for i, shape in enumerate(shapes)]
+        with fused_ops(enabled):
+            out = fn(*inputs)
+        assert (type(out.grad_fn).__module__ == "tinygrad_attn.fused") == enabled
+        out.backward(gradient=np.random.default_rng(9).standard_normal(out.shape))
+        results.append([out.numpy()] + [x.grad for x in inputs])
+    for a, b in zip(*results):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
+
+
+def test_a_query_that_sees_no_key_gets_zeros_not_nan():
+    q, k, v = (randn(2, 3, 4, 3, seed=i, requires_grad=True) for i in range(3))
+    every = np.ones((4, 4), bool)
+    out, weights = fused.attention(q, k, v, every, 0.5)
+    out.backward(gradient=np.ones(out.shape))
+    assert (out.numpy() == 0).all() and (weights.numpy() == 0).all()
+    assert all((t.grad.numpy() == 0).all() for t in (q, k, v))
+
+
+def test_fused_ops_match_pytorch(torch):
+    rng = np.random.default_rng(0)
+    x, w, b = rng.standard_normal((2, 5, 6)), rng.standard_normal((4, 6)), rng.standard_normal(4)
+    tx, tw, tb = (torch.tensor(a, requires_grad=True) for a in (x, w, b))
+    ours = [Tensor(a, dtype=np.float64, requires_grad=True) for a in (x, w, b)]
+    checks = [(fused.Linear.apply(*ours), torch.nn.functional.linear(tx, tw, tb), ours, (tx, tw, tb))]
+    ln = [Tensor(a, dtype=np.float64, requires_grad=True) for a in (x, x[0, 0], x[1, 0])]
+    tln = [torch.tensor(a.data, requires_grad=True) for a in ln]
+    checks.append((fused.LayerNorm.apply(*ln, eps=1e-5), torch.nn.functional.layer_norm(tln[0], (6,), tln[1], tln[2]),
+                   ln, tln))
+    g, tg = Tensor(x, dtype=np.float64, requires_grad=True), torch.tensor(x, requires_grad=True)
+    checks.append((fused.GELU.apply(g), torch.nn.functional.gelu(tg, approximate="tanh"), [g], [tg]))
+    e, te = Tensor(w, dtype=np.float64, requires_grad=True), torch.tensor(w, requires_grad=True)
+    checks.append((fused.Embedding.apply(e, ids=ids() % 4), torch.nn.functional.embedding(torch.tensor(ids() % 4), te),
+                   [e], [te]))
+    qkv = [rng.standard_normal(s) for s in ((2, 3, 4, 3), (2, 3, 5, 3), (2, 3, 5, 2))]
+    a = [Tensor(t, dtype=np.float64, requires_grad=True) for t in qkv]
+    ta = [torch.tensor(t, requires_grad=True) for t in qkv]
+    checks.append((fused.attention(*a, PADDED, 0.7)[0],
+                   torch.nn.functional.scaled_dot_product_attention(*ta, attn_mask=torch.tensor(~PADDED), scale=0.7),
+                   a, ta))
+    for out, t_out, inputs, t_inputs in checks:
+        upstream = rng.standard_normal(out.shape)
+        out.backward(gradient=upstream)
+        t_out.backward(torch.tensor(upstream))
+        np.testing.assert_allclose(out.numpy(), t_out.detach().numpy(), rtol=1e-10, atol=1e-12)
+        for ours_in, theirs in zip(inputs, t_inputs):
+            np.testing.assert_allclose(ours_in.grad, theirs.grad.numpy(), rtol=1e-10, atol=1e-12)
+
+
+MODELS = {"mha": {}, "gqa": dict(num_kv_heads=2), "rope_mqa": dict(num_kv_heads=1, positions="rope"),
+          "swa": dict(window=3, layer_pattern="LG"), "mla": dict(kv_latent_dim=3), "dropout": dict(dropout=0.2)}
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("kind", MODELS)
+def test_a_model_trains_the_same_fused_and_composed(kind, dtype):
+    """Logits, loss and every gradient, with left padding; float64 to 1e-10, float32 to its rounding."""
+    idx = np.random.default_rng(0).integers(0, 11, (3, 7))
+    mask = np.ones((3, 7), np.int64)
+    mask[0, :3] = mask[1, :1] = 0
+    results = []
+    for enabled in (True, False):
+        manual_seed(1)
+        model = Transformer(TransformerConfig(vocab_size=11, context_length=8, d_model=8, num_layers=2, num_heads=4,
+                                              **MODELS[kind]))
+        if dtype == np.float64:
+            to_float64(model)
+        manual_seed(2)  # the dropout masks
+        with fused_ops(enabled):
+            logits = model(Tensor(idx), attention_mask=Tensor(mask))
+            loss = F.cross_entropy(logits.reshape(-1, 11), idx.reshape(-1))
+        loss.backward()
+        results.append([logits.numpy()] + [p.grad for p in model.parameters()])
+    tol = dict(rtol=1e-10, atol=1e-12) if dtype == np.float64 else dict(rtol=2e-4, atol=2e-5)
+    for a, b in zip(*results):
+        np.testing.assert_allclose(a, b, **tol)
+
+
+def test_a_fused_step_records_far_fewer_nodes():
+    def nodes(enabled):
+        manual_seed(0)
+        model = Transformer(TransformerConfig(vocab_size=11, context_length=8, d_model=8, num_layers=2, num_heads=4))
+        with fused_ops(enabled):
+            loss = F.cross_entropy(model(Tensor(np.zeros((2, 8), np.int64))).reshape(-1, 11), np.zeros(16, np.int64))
+        return [type(t.grad_fn).__name__ for t in topological_order(loss) if t.grad_fn is not None]
+
+    fast, slow = nodes(True), nodes(False)
+    assert "ScaledDotProductAttention" in fast and "MatMul" not in fast and "Softmax" not in fast
+    assert len(fast) < 0.6 * len(slow)  # 48 and 87 nodes
+
+
+def test_no_graph_is_recorded_under_no_grad():
+    q, k, v = (randn(1, 2, 3, 4, seed=i, requires_grad=True) for i in range(3))
+    w = randn(5, 4, requires_grad=True)
+    with no_grad():
+        out, weights = fused.attention(q, k, v, None, 0.5)
+        y = fused.Linear.apply(out, w)
+    assert out.grad_fn is None and y.grad_fn is None and not y.requires_grad and not weights.requires_grad
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_splitting_over_threads_changes_nothing_but_rounding(threads):
+    """Large enough inputs that parallel_for splits them; the same results at any number of threads."""
+    rng = np.random.default_rng(0)
+    x = Tensor(rng.standard_normal((64, 32, 64)).astype(np.float32), requires_grad=True)
+    w, b = (Tensor(rng.standard_normal(s).astype(np.float32), requires_grad=True) for s in ((128, 64), (128,)))
+    q, k, v = (Tensor(rng.standard_normal((64, 4, 32, 16)).astype(np.float32), requires_grad=True) for _ in range(3))
+
+    def run():
+        out = F.gelu(F.layer_norm(fused.Linear.apply(x, w, b), 128, Tensor(np.ones(128, np.float32)),
+                                  Tensor(np.zeros(128, np.float32))))
+        att = fused.attention(q, k, v, np.triu(np.ones((32, 32), bool), 1), 0.25)[0]
+        (out.sum() + att.sum()).backward()
+        grads = [t.grad.numpy().copy() for t in (x, w, b, q, k, v)]
+        for t in (x, w, b, q, k, v):
+            t.grad = None
+        return [out.numpy(), att.numpy()] + grads
+
+    with runtime.num_threads(1):
+        one = run()
+    with runtime.num_threads(threads):
+        assert runtime.get_num_threads() == threads
+        many = run()
+    for a, b_ in zip(one, many):
+        np.testing.assert_allclose(a, b_, rtol=1e-5, atol=1e-5)
+
+
+def test_parallel_for_covers_every_row_once_and_raises_what_a_thread_raises():
+    with runtime.num_threads(2):
+        seen = np.zeros(1000, int)
+
+        def count(rows):
+            seen[rows] += 1
+
+        runtime.parallel_for(count, 1000, cost=1 << 30)
+        assert (seen == 1).all()
+
+        def fail(rows):
+            if rows.start > 0:
+                raise ValueError("piece failed")
+
+        with pytest.raises(ValueError, match="piece failed"):
+            runtime.parallel_for(fail, 1000, cost=1 << 30)
+    with pytest.raises(ValueError, match="positive integer"):
+        runtime.set_num_threads(0)
+
+
+def _split_in_child(queue):
+    seen = np.zeros(100, int)
+    runtime.parallel_for(lambda rows: seen.__setitem__(rows, seen[rows] + 1), 100, cost=1 << 30)
+    queue.put(seen.tolist())
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="no fork on this platform")
+def test_a_forked_child_has_a_pool_of_its_own():
+    import multiprocessing
+    with runtime.num_threads(2):
+        runtime.parallel_for(lambda rows: None, 10, cost=1 << 30)  # the parent's worker thread is running
+        ctx = multiprocessing.get_context("fork")
+        queue = ctx.Queue()
+        child = ctx.Process(target=_split_in_child, args=(queue,))
+        child.start()
+        assert queue.get(timeout=30) == [1] * 100  # with the parent's pool it would wait forever
+        child.join(timeout=30)
