@@ -265,6 +265,17 @@ def test_bad_checkpoints_are_one_line_errors_in_sample_and_pictures(tmp_path, ca
         assert exit_info.value.code == 2 and "is not a readable checkpoint" in err and "Traceback" not in err
 
 
+def test_a_run_that_does_not_exist_lists_the_runs_there_are_and_how_to_train_one(trained, monkeypatch, capsys):
+    done, _ = trained
+    monkeypatch.setenv("TINYGRAD_ATTN_MAKE", "1")
+    for missing, train in ((done.parent / "text", 'make train ARGS="--task text"'), (done.parent / "copy-gqa", "make train;")):
+        with pytest.raises(SystemExit) as exit_info:
+            sample_cli.main(["--checkpoint", str(missing), "--prompt", "x"])
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and f"no checkpoint at {missing}" in err
+        assert f"the runs there are: {done.parent / 'cut'}, {done}" in err and f"train one first: {train}" in err
+
+
 def test_the_commands_as_programs():
     cmd = [sys.executable, "-m", "tinygrad_attn.train"]
     bad = subprocess.run([*cmd, "--d-model", "30"], capture_output=True, text=True)

@@ -147,7 +147,18 @@ def load_run_or_exit(parser, path):
     try:
         return load_run(path)
     except checkpoint.CheckpointError as e:
-        parser.error(str(e))
+        parser.error(str(e) + (_no_run_hint(path) if not os.path.exists(path) else ""))
+
+
+def _no_run_hint(path):
+    """For a run directory that does not exist: the runs beside it, and the command that trains one."""
+    parent, name = os.path.split(os.path.normpath(path))
+    runs = sorted(entry for entry in os.listdir(parent or ".")
+                  if os.path.isfile(os.path.join(parent, entry, checkpoint.FILENAME))) if os.path.isdir(parent or ".") else []
+    here = f"; the runs there are: {', '.join(os.path.join(parent, run) for run in runs)}" if runs else ""
+    task = name.split("-")[0]      # train.default_out names a run runs/<task>-<options>
+    train = command("train", ["--task", task] if task in ("reverse", "text") else [])
+    return f"{here} (train one first: {train}; the run's directory is named after its options)"
 
 
 def command(tool, argv):
@@ -156,6 +167,8 @@ def command(tool, argv):
     with the interpreter as they typed it (sys.orig_argv), not the path it resolves to."""
     if os.environ.get("TINYGRAD_ATTN_MAKE"):
         args = shlex.join(argv)
+        if not args:
+            return f"make {tool}"
         return f"make {tool} ARGS=" + (f'"{args}"' if not set('"$`\\') & set(args) else shlex.quote(args))
     python = getattr(sys, "orig_argv", [""])[0] or sys.executable
     return shlex.join([python, "-m", f"tinygrad_attn.{tool}", *argv])
