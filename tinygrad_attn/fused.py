@@ -28,10 +28,16 @@ from .engine import Function, Tensor, default_rng, is_grad_enabled
 
 
 # An array the backward needs of at most this many numbers (8 MiB of float32) is kept; a larger
-# one that is cheap to recompute (attention's weights, GELU's tanh) is recomputed in the backward.
-# At batch 64 and 4 heads the weights are kept up to T = 90, and GELU's tanh up to 8192 tokens at
-# d_model 64 (its 256 features a token): where memory is small, speed first; where large, memory.
+# one that is cheap to recompute (attention's weights, GELU's tanh, layer norm's x_hat) is
+# recomputed in the backward: where memory is small, speed first; where it is large, memory.
+# (At batch 64 GELU keeps its tanh up to 8192 tokens at d_model 64, 256 features a token.)
 KEEP = 1 << 21
+
+
+def _keep(size, kept_anyway=0):
+    """Whether the backward keeps an array of `size` numbers (else it recomputes it): if it is at most
+    KEEP numbers, or no larger than what it is recomputed from, which is kept anyway."""
+    return size <= max(KEEP, kept_anyway)
 
 
 def _rows(x):
@@ -90,17 +96,21 @@ class LayerNorm(Function):
     5-10x slower. And mean(g w) = g @ (w / n), mean(g w * x_hat) = (g * x_hat) @ (w / n): the
     product g * x_hat that dweight needs serves the second mean too. Measured, forward and
     backward of (64, 128, 128): 2.6 ms against the composition's 4.3 on one core, 1.8 on two.
+    An x_hat of more than KEEP numbers is not kept but recomputed from x (which the graph keeps
+    anyway), the rows' means and 1 / sigma, by the forward's own steps.
     """
 
     def forward(self, x, weight, bias, eps):
         n = x.shape[-1]
         x2 = _rows(x)  # (N, n)
         mean_of = np.full(n, 1 / n, dtype=x.dtype)
-        self.x_hat, self.inv_sigma = np.empty_like(x2), np.empty(len(x2), dtype=x.dtype)
+        self.x2, self.mean, self.inv_sigma = x2, np.empty(len(x2), dtype=x.dtype), np.empty(len(x2), dtype=x.dtype)
+        self.x_hat = np.empty_like(x2) if _keep(x2.size) else None
         y = np.empty_like(x2)
 
         def rows(r):
-            centered = np.subtract(x2[r], (x2[r] @ mean_of)[:, None], out=self.x_hat[r])
+            np.matmul(x2[r], mean_of, out=self.mean[r])
+            centered = np.subtract(x2[r], self.mean[r][:, None], out=None if self.x_hat is None else self.x_hat[r])
             var = (centered * centered) @ mean_of  # (rows,)
             inv_sigma = np.divide(1, np.sqrt(var + eps), out=self.inv_sigma[r])
             centered *= inv_sigma[:, None]  # now x_hat
@@ -112,18 +122,19 @@ class LayerNorm(Function):
         return y.reshape(x.shape)
 
     def backward(self, g):
-        g2, x_hat, w = _rows(g), self.x_hat, self.weight  # (N, n), (N, n), (n,)
+        g2, w = _rows(g), self.weight  # (N, n), (n,)
         w_mean = w / len(w)
-        dx = np.empty_like(x_hat)
+        dx = np.empty_like(self.x2)
         pieces = {}  # first row: (sum of g * x_hat, sum of g) over the piece's rows
 
         def rows(r):
-            gx = g2[r] * x_hat[r]
+            x_hat = self.x_hat[r] if self.x_hat is not None else self._x_hat(r)
+            gx = g2[r] * x_hat
             pieces[r.start] = colsum(gx), colsum(g2[r])
             mean_gw, mean_gwx = g2[r] @ w_mean, gx @ w_mean  # (rows,) each
             d = np.multiply(g2[r], w, out=dx[r])
             d -= mean_gw[:, None]
-            np.multiply(x_hat[r], mean_gwx[:, None], out=gx)
+            np.multiply(x_hat, mean_gwx[:, None], out=gx)
             d -= gx
             d *= self.inv_sigma[r][:, None]
 
@@ -131,13 +142,19 @@ class LayerNorm(Function):
         dw, db = (sum(p) for p in zip(*(pieces[start] for start in sorted(pieces))))  # in row order: repeatable
         return dx.reshape(g.shape), dw, db
 
+    def _x_hat(self, r):
+        """x_hat of the rows r, as the forward computed it: (x - mean) * (1 / sigma)."""
+        x_hat = np.subtract(self.x2[r], self.mean[r][:, None])
+        x_hat *= self.inv_sigma[r][:, None]
+        return x_hat
+
 
 class GELU(Function):
     """0.5 x (1 + tanh(u)), u = sqrt(2/pi) (x + 0.044715 x^3): ops.GELU split over the threads.
 
     Backward, with t = tanh(u):
         dy/dx = 0.5 (1 + t) + 0.5 x (1 - t^2) du/dx,   du/dx = sqrt(2/pi) (1 + 3 * 0.044715 x^2)
-    Forward keeps x, and t only if x has at most KEEP numbers: a larger t is recomputed block by
+    Forward keeps x, and t only if x has at most KEEP numbers (_keep): a larger t is recomputed block by
     block in the backward (one tanh pass more, about 1% of a training step), which saves an
     array as large as x, the widest activation of a transformer block (4 * d_model features a
     token), until the backward.
@@ -153,7 +170,7 @@ class GELU(Function):
     def forward(self, x):
         self.x = x.reshape(-1)  # elementwise: any split of the flat array will do
         y = np.empty_like(self.x)
-        self.t = np.empty_like(self.x) if self.x.size <= KEEP else None
+        self.t = np.empty_like(self.x) if _keep(self.x.size) else None
 
         def part(r):
             for b in _blocks(r, self.BLOCK):
@@ -243,8 +260,9 @@ class ScaledDotProductAttention(Function):
     and rowsum(dP * P) = rowsum(dO * O), a sum over E_v instead of over T_k (docs/04 shows why;
     the mask M cancels the same way). Masked scores have P = 0, so they get dS = 0.
 
-    It keeps no (T_q, T_k) array larger than KEEP numbers, as FlashAttention keeps none (without
-    its tiling of the rows):
+    It keeps no (T_q, T_k) array larger than both KEEP numbers and the q, k, v and output it is
+    computed from (so what it keeps at most doubles what it must keep), as FlashAttention keeps
+    none (without its tiling of the rows):
     the forward keeps each query row's log-sum-exp L = m + log(sum exp(S - m)), m the row's
     maximum, and the backward recomputes P = exp(S - L) from q and k, block by block (a small P
     is kept: recomputing costs more than keeping it saves). The forward
@@ -278,7 +296,8 @@ class ScaledDotProductAttention(Function):
         if blocked is not None and blocked.any():  # (a decoding step's one query blocks nothing: no need to mask)
             bias = np.where(blocked, q.dtype.type(-np.inf), q.dtype.type(0))  # blocked's own shape: small
             self.bias = np.broadcast_to(bias, self.scores_shape)
-        self.P = np.empty(self.scores_shape, dtype=q.dtype) if math.prod(self.scores_shape) <= KEEP else None
+        kept_anyway = q.size + k.size + 2 * v.size  # q, k, v, and the output, as large as v
+        self.P = np.empty(self.scores_shape, dtype=q.dtype) if _keep(math.prod(self.scores_shape), kept_anyway) else None
         self.M = None
         if dropout_p > 0:  # drawn here, whole, as ops.Dropout draws them: the same generator, the same order
             keep = rng.random(self.scores_shape, dtype=q.dtype) >= dropout_p
