@@ -27,17 +27,17 @@ from .runtime import fused_ops_enabled, parallel_for
 from .engine import Function, Tensor, default_rng, is_grad_enabled
 
 
-# An array the backward needs of at most this many numbers (8 MiB of float32) is kept; a larger
+# An array the backward needs of fewer than this many numbers (4 MiB of float32) is kept; a larger
 # one that is cheap to recompute (attention's weights, GELU's tanh, layer norm's x_hat) is
 # recomputed in the backward: where memory is small, speed first; where it is large, memory.
-# (At batch 64 GELU keeps its tanh up to 8192 tokens at d_model 64, 256 features a token.)
-KEEP = 1 << 21
+# (At batch 64: GELU keeps its tanh below 4096 tokens at d_model 64, 256 features a token.)
+KEEP = 1 << 20
 
 
 def _keep(size, kept_anyway=0):
-    """Whether the backward keeps an array of `size` numbers (else it recomputes it): if it is at most
-    KEEP numbers, or no larger than what it is recomputed from, which is kept anyway."""
-    return size <= max(KEEP, kept_anyway)
+    """Whether the backward keeps an array of `size` numbers (else it recomputes it): if it is smaller
+    than KEEP numbers, or no larger than what it is recomputed from, which is kept anyway."""
+    return size < KEEP or size <= kept_anyway
 
 
 def _rows(x):
@@ -96,8 +96,8 @@ class LayerNorm(Function):
     5-10x slower. And mean(g w) = g @ (w / n), mean(g w * x_hat) = (g * x_hat) @ (w / n): the
     product g * x_hat that dweight needs serves the second mean too. Measured, forward and
     backward of (64, 128, 128): 2.6 ms against the composition's 4.3 on one core, 1.8 on two.
-    An x_hat of more than KEEP numbers is not kept but recomputed from x (which the graph keeps
-    anyway), the rows' means and 1 / sigma, by the forward's own steps.
+    A large x_hat (_keep) is not kept but recomputed from x (which the graph keeps anyway), the
+    rows' means and 1 / sigma, by the forward's own steps.
     """
 
     def forward(self, x, weight, bias, eps):
@@ -154,10 +154,9 @@ class GELU(Function):
 
     Backward, with t = tanh(u):
         dy/dx = 0.5 (1 + t) + 0.5 x (1 - t^2) du/dx,   du/dx = sqrt(2/pi) (1 + 3 * 0.044715 x^2)
-    Forward keeps x, and t only if x has at most KEEP numbers (_keep): a larger t is recomputed block by
-    block in the backward (one tanh pass more, about 1% of a training step), which saves an
-    array as large as x, the widest activation of a transformer block (4 * d_model features a
-    token), until the backward.
+    Forward keeps x, and t only if it is small (_keep): a larger t is recomputed block by block in
+    the backward (one tanh pass more, about 1% of a training step), which saves an array as large
+    as x, the widest activation of a transformer block (4 * d_model features a token).
     Each thread runs its passes block by block, 64K numbers at a time, which stay in the core's
     cache from one pass to the next: the forward of 4M numbers in 3.1 ms instead of 4.9, of 33M
     in 28 ms instead of 53 (one core). Forward and backward of (64, 128, 512): 8.9 ms against
@@ -260,13 +259,12 @@ class ScaledDotProductAttention(Function):
     and rowsum(dP * P) = rowsum(dO * O), a sum over E_v instead of over T_k (docs/04 shows why;
     the mask M cancels the same way). Masked scores have P = 0, so they get dS = 0.
 
-    It keeps no (T_q, T_k) array larger than both KEEP numbers and the q, k, v and output it is
-    computed from (so what it keeps at most doubles what it must keep), as FlashAttention keeps
-    none (without its tiling of the rows):
-    the forward keeps each query row's log-sum-exp L = m + log(sum exp(S - m)), m the row's
-    maximum, and the backward recomputes P = exp(S - L) from q and k, block by block (a small P
-    is kept: recomputing costs more than keeping it saves). The forward
-    never normalises its T_q x T_k array either: O = (exp(S - m) * M) v / sum exp(S - m), the
+    A large P (_keep: KEEP numbers or more, and more than the q, k, v and output it is computed
+    from) is not kept, as FlashAttention keeps none (without its tiling of the rows): the
+    forward keeps each query row's log-sum-exp L = m + log(sum exp(S - m)), m the row's maximum,
+    and the backward recomputes P = exp(S - L) from q and k, block by block. (A small P is
+    kept: there recomputing costs more time than keeping it costs memory.) The forward never
+    normalises its T_q x T_k array either: O = (exp(S - m) * M) v / sum exp(S - m), the
     division on (T_q, E_v) instead of (T_q, T_k), and the scale is applied to q, not to S. That
     saves B * H * T_q * T_k numbers per layer until the backward (at batch 64, 4 heads and
     T = 512, 256 MiB a layer) for one product q k^T and one exp more in the backward; the passes
@@ -282,7 +280,8 @@ class ScaledDotProductAttention(Function):
         ctx = cls(q, k, v, **options)
         out = ctx.forward(q.data, k.data, v.data, **options)
         recorded = is_grad_enabled() and any(ctx.needs_input_grad)
-        weights = (lambda: ctx.P) if ctx.P is not None else functools.partial(
+        # What computes P holds only what it needs, not ctx: a layer keeps it until its next call.
+        weights = functools.partial(np.asarray, ctx.P) if ctx.P is not None else functools.partial(
             _attention_weights, ctx.q, ctx.k, ctx.bias, ctx.scale, ctx.lse)
         return Tensor._make(out, recorded, ctx if recorded else None), lambda: Tensor._make(weights(), False, None)
 
