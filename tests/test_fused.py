@@ -51,8 +51,10 @@ CASES = {  # name: (a function of float64 inputs that runs a fused op, or its co
 }
 
 
+@pytest.mark.parametrize("keep", [True, False], ids=["kept", "recomputed"])
 @pytest.mark.parametrize("name", CASES)
-def test_fused_op_gradients_match_finite_differences(name):
+def test_fused_op_gradients_match_finite_differences(name, keep, monkeypatch):
+    monkeypatch.setattr(fused, "_keep", lambda *sizes: keep)  # what backward needs kept, or recomputed
     fn, shapes = CASES[name]
     inputs = [randn(*shape, seed=i, requires_grad=True) for i, shape in enumerate(shapes)]
     out = fn(*inputs)
@@ -61,8 +63,10 @@ def test_fused_op_gradients_match_finite_differences(name):
     assert all(np.abs(x.grad).max() > 0 for x in inputs)  # no case passes by comparing zeros
 
 
+@pytest.mark.parametrize("keep", [True, False], ids=["kept", "recomputed"])
 @pytest.mark.parametrize("name", CASES)
-def test_fused_op_equals_the_composition_it_replaces(name):
+def test_fused_op_equals_the_composition_it_replaces(name, keep, monkeypatch):
+    monkeypatch.setattr(fused, "_keep", lambda *sizes: keep)
     fn, shapes = CASES[name]
     results = []
     for enabled in (True, False):
@@ -81,7 +85,7 @@ def test_a_query_that_sees_no_key_gets_zeros_not_nan():
     every = np.ones((4, 4), bool)
     out, weights = fused.attention(q, k, v, every, 0.5)
     out.backward(gradient=np.ones(out.shape))
-    assert (out.numpy() == 0).all() and (weights.numpy() == 0).all()
+    assert (out.numpy() == 0).all() and (weights().numpy() == 0).all()
     assert all((t.grad.numpy() == 0).all() for t in (q, k, v))
 
 
@@ -163,7 +167,40 @@ def test_no_graph_is_recorded_under_no_grad():
     with no_grad():
         out, weights = fused.attention(q, k, v, None, 0.5)
         y = fused.Linear.apply(out, w)
-    assert out.grad_fn is None and y.grad_fn is None and not y.requires_grad and not weights.requires_grad
+    assert out.grad_fn is None and y.grad_fn is None and not y.requires_grad and not weights().requires_grad
+
+
+@pytest.mark.parametrize("keep", [True, False], ids=["kept", "recomputed"])
+def test_attention_gelu_and_layer_norm_keep_large_arrays_for_backward_only_as_what_recomputes_them(keep, monkeypatch):
+    """Where fused._keep says no, attention keeps q, k, v, the output and one log-sum-exp a row,
+    nothing of T_q x T_k, GELU only its input, layer norm no x_hat; recomputed or kept, the weights
+    are the softmax of the scores, the ones the output was made with, and the gradients the same."""
+    monkeypatch.setattr(fused, "_keep", lambda *sizes: keep)
+    rng = np.random.default_rng(0)
+    q, k, v = (Tensor(rng.standard_normal((8, 4, 64, 16)), requires_grad=True) for _ in range(3))
+    x = Tensor(rng.standard_normal((8, 64, 16)), requires_grad=True)
+    blocked = np.triu(np.ones((64, 64), bool), 1)
+    out, weights = fused.attention(q, k, v, blocked, 0.25)
+    y = fused.GELU.apply(x)
+    z = F.layer_norm(x, 16, Tensor(np.ones(16)), Tensor(np.zeros(16)))
+    assert (z.grad_fn.x_hat is not None) == keep
+    kept = [a for a in vars(out.grad_fn).values() if isinstance(a, np.ndarray) and a.base is None]
+    assert max(a.size for a in kept) == (8 * 4 * 64 * 64 if keep else 8 * 4 * 64 * 16)  # P, or q, k, v, out
+    assert (y.grad_fn.t is not None) == keep
+    P = weights().numpy()
+    expected = np.where(blocked, -np.inf, q.numpy() @ k.numpy().swapaxes(-1, -2) * 0.25)
+    expected = np.exp(expected - expected.max(-1, keepdims=True))
+    np.testing.assert_allclose(P, expected / expected.sum(-1, keepdims=True), rtol=1e-5, atol=1e-7)  # float32
+    np.testing.assert_allclose(P @ v.numpy(), out.numpy(), rtol=1e-5, atol=1e-6)
+    (out.sum() + (y * y).sum() + (z * y).sum()).backward()
+    grads = [t.grad.numpy() for t in (q, k, v, x)]
+    monkeypatch.setattr(fused, "_keep", lambda *sizes: not keep)  # the other way
+    for t in (q, k, v, x):
+        t.grad = None
+    y, z = fused.GELU.apply(x), F.layer_norm(x, 16, Tensor(np.ones(16)), Tensor(np.zeros(16)))
+    (fused.attention(q, k, v, blocked, 0.25)[0].sum() + (y * y).sum() + (z * y).sum()).backward()
+    for got, want in zip([t.grad.numpy() for t in (q, k, v, x)], grads):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("threads", [1, 2, 3])

@@ -18,12 +18,26 @@ drawings use that), and the tests check that both agree, values and gradients.
   ScaledDotProductAttention  softmax(q k^T * scale, masked) @ v, with dropout on the weights
 """
 
+import functools
 import math
 
 import numpy as np
 
 from .runtime import fused_ops_enabled, parallel_for
 from .engine import Function, Tensor, default_rng, is_grad_enabled
+
+
+# An array the backward needs of fewer than this many numbers (4 MiB of float32) is kept; a larger
+# one that is cheap to recompute (attention's weights, GELU's tanh, layer norm's x_hat) is
+# recomputed in the backward: where memory is small, speed first; where it is large, memory.
+# (At batch 64: GELU keeps its tanh below 4096 tokens at d_model 64, 256 features a token.)
+KEEP = 1 << 20
+
+
+def _keep(size, kept_anyway=0):
+    """Whether the backward keeps an array of `size` numbers (else it recomputes it): if it is smaller
+    than KEEP numbers, or no larger than what it is recomputed from, which is kept anyway."""
+    return size < KEEP or size <= kept_anyway
 
 
 def _rows(x):
@@ -82,17 +96,21 @@ class LayerNorm(Function):
     5-10x slower. And mean(g w) = g @ (w / n), mean(g w * x_hat) = (g * x_hat) @ (w / n): the
     product g * x_hat that dweight needs serves the second mean too. Measured, forward and
     backward of (64, 128, 128): 2.6 ms against the composition's 4.3 on one core, 1.8 on two.
+    A large x_hat (_keep) is not kept but recomputed from x (which the graph keeps anyway), the
+    rows' means and 1 / sigma, by the forward's own steps.
     """
 
     def forward(self, x, weight, bias, eps):
         n = x.shape[-1]
         x2 = _rows(x)  # (N, n)
         mean_of = np.full(n, 1 / n, dtype=x.dtype)
-        self.x_hat, self.inv_sigma = np.empty_like(x2), np.empty(len(x2), dtype=x.dtype)
+        self.x2, self.mean, self.inv_sigma = x2, np.empty(len(x2), dtype=x.dtype), np.empty(len(x2), dtype=x.dtype)
+        self.x_hat = np.empty_like(x2) if _keep(x2.size) else None
         y = np.empty_like(x2)
 
         def rows(r):
-            centered = np.subtract(x2[r], (x2[r] @ mean_of)[:, None], out=self.x_hat[r])
+            np.matmul(x2[r], mean_of, out=self.mean[r])
+            centered = np.subtract(x2[r], self.mean[r][:, None], out=None if self.x_hat is None else self.x_hat[r])
             var = (centered * centered) @ mean_of  # (rows,)
             inv_sigma = np.divide(1, np.sqrt(var + eps), out=self.inv_sigma[r])
             centered *= inv_sigma[:, None]  # now x_hat
@@ -104,18 +122,19 @@ class LayerNorm(Function):
         return y.reshape(x.shape)
 
     def backward(self, g):
-        g2, x_hat, w = _rows(g), self.x_hat, self.weight  # (N, n), (N, n), (n,)
+        g2, w = _rows(g), self.weight  # (N, n), (n,)
         w_mean = w / len(w)
-        dx = np.empty_like(x_hat)
+        dx = np.empty_like(self.x2)
         pieces = {}  # first row: (sum of g * x_hat, sum of g) over the piece's rows
 
         def rows(r):
-            gx = g2[r] * x_hat[r]
+            x_hat = self.x_hat[r] if self.x_hat is not None else self._x_hat(r)
+            gx = g2[r] * x_hat
             pieces[r.start] = colsum(gx), colsum(g2[r])
             mean_gw, mean_gwx = g2[r] @ w_mean, gx @ w_mean  # (rows,) each
             d = np.multiply(g2[r], w, out=dx[r])
             d -= mean_gw[:, None]
-            np.multiply(x_hat[r], mean_gwx[:, None], out=gx)
+            np.multiply(x_hat, mean_gwx[:, None], out=gx)
             d -= gx
             d *= self.inv_sigma[r][:, None]
 
@@ -123,17 +142,25 @@ class LayerNorm(Function):
         dw, db = (sum(p) for p in zip(*(pieces[start] for start in sorted(pieces))))  # in row order: repeatable
         return dx.reshape(g.shape), dw, db
 
+    def _x_hat(self, r):
+        """x_hat of the rows r, as the forward computed it: (x - mean) * (1 / sigma)."""
+        x_hat = np.subtract(self.x2[r], self.mean[r][:, None])
+        x_hat *= self.inv_sigma[r][:, None]
+        return x_hat
+
 
 class GELU(Function):
     """0.5 x (1 + tanh(u)), u = sqrt(2/pi) (x + 0.044715 x^3): ops.GELU split over the threads.
 
     Backward, with t = tanh(u):
         dy/dx = 0.5 (1 + t) + 0.5 x (1 - t^2) du/dx,   du/dx = sqrt(2/pi) (1 + 3 * 0.044715 x^2)
-    Forward keeps x and t; x^2 is recomputed, cheaper than keeping a third array as large.
+    Forward keeps x, and t only if it is small (_keep): a larger t is recomputed block by block in
+    the backward (one tanh pass more, about 1% of a training step), which saves an array as large
+    as x, the widest activation of a transformer block (4 * d_model features a token).
     Each thread runs its passes block by block, 64K numbers at a time, which stay in the core's
     cache from one pass to the next: the forward of 4M numbers in 3.1 ms instead of 4.9, of 33M
     in 28 ms instead of 53 (one core). Forward and backward of (64, 128, 512): 8.9 ms against
-    ops.GELU's 12.2 on one core, 7.7 on two.
+    ops.GELU's 12.2 on one core, 7.7 on two, when it kept t.
     """
 
     C, K = math.sqrt(2 / math.pi), 0.044715
@@ -141,17 +168,13 @@ class GELU(Function):
 
     def forward(self, x):
         self.x = x.reshape(-1)  # elementwise: any split of the flat array will do
-        self.t, y = np.empty_like(self.x), np.empty_like(self.x)
-        C, K = self.C, self.K
+        y = np.empty_like(self.x)
+        self.t = np.empty_like(self.x) if _keep(self.x.size) else None
 
         def part(r):
             for b in _blocks(r, self.BLOCK):
-                x, t, out = self.x[b], self.t[b], y[b]
-                np.multiply(x, x, out=t)
-                t *= C * K
-                t += C
-                t *= x  # u
-                np.tanh(t, out=t)
+                x, out = self.x[b], y[b]
+                t = self._tanh_u(x, None if self.t is None else self.t[b])
                 np.add(t, 1, out=out)
                 out *= x
                 out *= 0.5
@@ -165,7 +188,8 @@ class GELU(Function):
 
         def part(r):
             for b in _blocks(r, self.BLOCK):
-                x, t, d = self.x[b], self.t[b], dx[b]
+                x, d = self.x[b], dx[b]
+                t = self.t[b] if self.t is not None else self._tanh_u(x)  # as the forward computed it
                 du = x * x
                 du *= 3 * C * K
                 du += C  # du/dx
@@ -178,8 +202,16 @@ class GELU(Function):
                 d *= 0.5
                 d *= g1[b]
 
-        parallel_for(part, len(dx), cost=10 * len(dx))
+        parallel_for(part, len(dx), cost=14 * len(dx))
         return (dx.reshape(g.shape),)
+
+    def _tanh_u(self, x, out=None):
+        """t = tanh(u), u = sqrt(2/pi) (x + 0.044715 x^3) = x (C + C K x^2), into out or a new array."""
+        t = np.multiply(x, x, out=out)
+        t *= self.C * self.K
+        t += self.C
+        t *= x  # u
+        return np.tanh(t, out=t)
 
 
 def _blocks(rows, size):
@@ -227,42 +259,62 @@ class ScaledDotProductAttention(Function):
     and rowsum(dP * P) = rowsum(dO * O), a sum over E_v instead of over T_k (docs/04 shows why;
     the mask M cancels the same way). Masked scores have P = 0, so they get dS = 0.
 
-    Next to the composition (matmul, masked_fill, division, softmax, dropout, matmul) it works
-    in place: it allocates and keeps one (T_q, T_k) array, P, where the composition keeps four
-    (the scores, masked, scaled, and the weights), and its backward passes over such arrays three
-    times where the chain of backward passes allocates five. It splits the batch over the threads,
-    and each thread's share into blocks whose passes stay in the cache. Measured, forward and
-    backward, (64, 4, 128, 32) causal: 25.6 ms against the composition's 42.8 on one core, 14.5
-    on two. apply() returns the output and P, the weights before dropout, for heatmaps.
+    A large P (_keep: KEEP numbers or more, and more than the q, k, v and output it is computed
+    from) is not kept, as FlashAttention keeps none (without its tiling of the rows): the
+    forward keeps each query row's log-sum-exp L = m + log(sum exp(S - m)), m the row's maximum,
+    and the backward recomputes P = exp(S - L) from q and k, block by block. (A small P is
+    kept: there recomputing costs more time than keeping it costs memory.) The forward never
+    normalises its T_q x T_k array either: O = (exp(S - m) * M) v / sum exp(S - m), the
+    division on (T_q, E_v) instead of (T_q, T_k), and the scale is applied to q, not to S. That
+    saves B * H * T_q * T_k numbers per layer until the backward (at batch 64, 4 heads and
+    T = 512, 256 MiB a layer) for one product q k^T and one exp more in the backward; the passes
+    the forward saves pay for part of it. The composition (matmul, masked_fill, division,
+    softmax, dropout, matmul) keeps four such arrays and its backward allocates five more. Each
+    thread's share is cut into blocks whose passes stay in the cache. apply() returns the
+    output and a function that computes P, the weights before dropout, for heatmaps.
     """
 
     @classmethod
     def apply(cls, q, k, v, **options):
-        """(output Tensor, attention weights P as a Tensor without a graph): Function.apply, and P."""
+        """(output Tensor, a function returning the attention weights P as a Tensor without a graph)."""
         ctx = cls(q, k, v, **options)
         out = ctx.forward(q.data, k.data, v.data, **options)
         recorded = is_grad_enabled() and any(ctx.needs_input_grad)
-        return Tensor._make(out, recorded, ctx if recorded else None), Tensor._make(ctx.P, False, None)
+        # What computes P holds only what it needs, not ctx: a layer keeps it until its next call.
+        weights = functools.partial(np.asarray, ctx.P) if ctx.P is not None else functools.partial(
+            _attention_weights, ctx.q, ctx.k, ctx.bias, ctx.scale, ctx.lse)
+        return Tensor._make(out, recorded, ctx if recorded else None), lambda: Tensor._make(weights(), False, None)
 
     def forward(self, q, k, v, blocked, scale, dropout_p, rng):
-        self.q, self.k, self.v, self.scale = q, k, v, scale
-        lead = q.shape[:-2]  # the batch dims (...)
-        self.P = np.empty(lead + (q.shape[-2], k.shape[-2]), dtype=q.dtype)  # (..., T_q, T_k)
-        self.out = np.empty(lead + (q.shape[-2], v.shape[-1]), dtype=q.dtype)  # (..., T_q, E_v)
-        if blocked is not None:  # (a decoding step's one query blocks nothing: no need to mask)
-            blocked = np.broadcast_to(blocked, self.P.shape) if blocked.any() else None
+        self.q, self.k, self.v, self.scale = q, k, v, q.dtype.type(scale)
+        lead, T_q, T_k = q.shape[:-2], q.shape[-2], k.shape[-2]  # the batch dims (...), queries, keys
+        self.scores_shape = lead + (T_q, T_k)
+        self.lse = np.empty(lead + (T_q, 1), dtype=q.dtype)  # L: each row's log-sum-exp (0 for a row all blocked)
+        self.out = np.empty(lead + (T_q, v.shape[-1]), dtype=q.dtype)  # (..., T_q, E_v)
+        self.bias = None  # -inf where blocked, else 0, added to the scores: faster than writing -inf where blocked
+        if blocked is not None and blocked.any():  # (a decoding step's one query blocks nothing: no need to mask)
+            bias = np.where(blocked, q.dtype.type(-np.inf), q.dtype.type(0))  # blocked's own shape: small
+            self.bias = np.broadcast_to(bias, self.scores_shape)
+        kept_anyway = q.size + k.size + 2 * v.size  # q, k, v, and the output, as large as v
+        self.P = np.empty(self.scores_shape, dtype=q.dtype) if _keep(math.prod(self.scores_shape), kept_anyway) else None
         self.M = None
         if dropout_p > 0:  # drawn here, whole, as ops.Dropout draws them: the same generator, the same order
-            keep = rng.random(self.P.shape, dtype=q.dtype) >= dropout_p
+            keep = rng.random(self.scores_shape, dtype=q.dtype) >= dropout_p
             self.M = keep * q.dtype.type(1 / (1 - dropout_p) if dropout_p < 1 else 0)
 
         def rows(r):
-            S = np.matmul(q[r], _T(k[r]), out=self.P[r])  # S = q k^T * scale
-            S *= scale
-            if blocked is not None:
-                np.copyto(S, -np.inf, where=blocked[r])
-            softmax_(S)  # P
-            np.matmul(S if self.M is None else S * self.M[r], v[r], out=self.out[r])  # O = (P * M) v
+            E = _scores(q, k, self.bias, self.scale, r)  # S, blocked: -inf
+            m = E.max(axis=-1, keepdims=True, initial=-np.inf)  # (fast: max() alone takes twice as long)
+            m[~np.isfinite(m)] = 0  # a row all blocked: exp(-inf - 0) = 0, not NaN
+            E -= m
+            np.exp(E, out=E)  # exp(S - m): P times each row's sum
+            total = rowsum(E)
+            total[total == 0] = 1
+            O = np.matmul(E if self.M is None else E * self.M[r], v[r], out=self.out[r])  # (P * M) v * total
+            O /= total
+            np.add(m, np.log(total), out=self.lse[r])  # L = m + log(sum exp(S - m))
+            if self.P is not None:  # small enough to keep
+                np.divide(E, total, out=self.P[r])
 
         self._split(rows)
         return self.out
@@ -272,7 +324,8 @@ class ScaledDotProductAttention(Function):
         dq, dk, dv = np.empty_like(q), np.empty_like(k), np.empty_like(v)
 
         def rows(r):
-            P, dO = self.P[r], grad[r]
+            P = self.P[r] if self.P is not None else _attention_weights(q, k, self.bias, scale, self.lse, r)
+            dO = grad[r]
             np.matmul(_T(P if M is None else P * M[r]), dO, out=dv[r])  # dV = (P * M)^T dO
             dP = dO @ _T(v[r])  # dP = (dO V^T) * M
             if M is not None:
@@ -288,16 +341,39 @@ class ScaledDotProductAttention(Function):
     def _split(self, rows):
         """rows(r) over slices r of the first batch dim, split over the threads and, on each, into blocks
         of about 1M scores, whose passes run in the cache; 2-D inputs (no batch) in one call."""
-        if self.P.ndim == 2:
+        if len(self.scores_shape) == 2:
             return rows(slice(None))
-        per_item = self.P[:1].size  # scores of one batch element
-        matmul_cost = self.q.shape[-1] + self.v.shape[-1]  # per score: a multiply-add per feature, both products
+        size = math.prod(self.scores_shape)
+        per_item = size // max(self.scores_shape[0], 1)  # scores of one batch element
+        matmul_cost = self.k.shape[-1] + self.v.shape[-1]  # per score: a multiply-add per feature, both products
 
         def blocks(r):
             for b in _blocks(r, max(1, (1 << 20) // max(per_item, 1))):
                 rows(b)
 
-        parallel_for(blocks, len(self.P), cost=self.P.size * (6 + matmul_cost // 4))
+        parallel_for(blocks, self.scores_shape[0], cost=size * (6 + matmul_cost // 4))
+
+
+def _scores(q, k, bias, scale, r=slice(None)):
+    """S = (q * scale) k^T + bias for the rows r of the first batch dim: a new array. (The scale on
+    q's (T_q, E) block is cheaper than on S's (T_q, T_k).)"""
+    S = np.matmul(q[r] * scale, _T(k[r]))
+    if bias is not None:
+        S += bias[r]
+    return S
+
+
+def _attention_weights(q, k, bias, scale, lse, r=slice(None)):
+    """P = softmax(S) = exp(S - L) for the rows r, L the rows' log-sum-exp the forward kept.
+
+    S - L comes out of one product, a pass over (T_q, T_k) fewer: a column -L beside q * scale
+    and a column of ones beside k make the dot product of row i and key j q_i k_j * scale - L_i."""
+    q_aug = np.concatenate([q[r] * scale, -lse[r]], axis=-1)  # (..., T_q, E + 1)
+    k_aug = np.concatenate([k[r], np.ones(k[r].shape[:-1] + (1,), dtype=k.dtype)], axis=-1)  # (..., T_k, E + 1)
+    P = np.matmul(q_aug, _T(k_aug))  # S - L
+    if bias is not None:
+        P += bias[r]
+    return np.exp(P, out=P)
 
 
 def _T(x):
@@ -316,23 +392,10 @@ def colsum(x):
     return np.ones(len(x), dtype=x.dtype) @ x
 
 
-def softmax_(S):
-    """Softmax over the last axis of S, in place. A row of -inf keeps a max of 0, so it gives
-    zeros, not NaN (as ops.Softmax); an empty row is fine too. max(initial=-inf) is numpy's
-    fast path for the row maxima: 0.25 ms on (64, 4, 32, 32) scores, where max() takes 0.43."""
-    m = S.max(axis=-1, keepdims=True, initial=-np.inf)
-    m[~np.isfinite(m)] = 0
-    S -= m
-    np.exp(S, out=S)
-    s = rowsum(S)
-    s[s == 0] = 1
-    S /= s
-
-
 def attention(queries, keys, values, blocked, scale, dropout_p=0.0):
-    """Scaled dot-product attention: (context (..., T_q, E_v), attention weights (..., T_q, T_k)
-    before dropout, without a graph). queries (..., T_q, E), keys (..., T_k, E), values
-    (..., T_k, E_v); blocked as ScaledDotProductAttention takes it.
+    """Scaled dot-product attention: (context (..., T_q, E_v), a function returning the attention
+    weights (..., T_q, T_k) before dropout, without a graph). queries (..., T_q, E), keys
+    (..., T_k, E), values (..., T_k, E_v); blocked as ScaledDotProductAttention takes it.
 
     One op, or under runtime.fused_ops(False) the steps it fuses, drawn as such."""
     if fused_ops_enabled():
@@ -343,4 +406,5 @@ def attention(queries, keys, values, blocked, scale, dropout_p=0.0):
         attn_scores = attn_scores.masked_fill(blocked, float("-inf"))
     attn_weights = (attn_scores * scale).softmax(dim=-1)  # (..., T_q, T_k)
     context = attn_weights.dropout(dropout_p) @ values  # (..., T_q, E_v)
-    return context, attn_weights.detach()
+    attn_weights = attn_weights.detach()
+    return context, lambda: attn_weights

@@ -246,8 +246,17 @@ class MultiHeadAttention(Module):
         if self.causal:  # True = the future (and with a window, the far past)
             self.register_buffer("mask", causal_blocked(context_length, context_length, window=self.window))
         self.rope = RotaryEmbedding(self.head_dim, context_length) if rope else None
-        self.last_attn_weights = None
+        self._attn_weights = lambda: None  # what computes last_attn_weights: see the property
         self.reset_cache()
+
+    @property
+    def last_attn_weights(self):
+        """The attention weights of the last call (b, num_heads, num_tokens, T_k), before dropout,
+        without a graph. The fused op keeps no such array: they are computed when first asked for,
+        from the queries and keys it keeps, and then kept."""
+        if callable(self._attn_weights):
+            self._attn_weights = self._attn_weights()
+        return self._attn_weights
 
     @property
     def cache_capacity(self):
@@ -377,8 +386,8 @@ class MultiHeadAttention(Module):
         blocked = blocked_scores(mask_bool, pad, ndim=4)  # broadcasts to (b, num_heads, num_tokens, T_k)
         dropout_p = self.dropout.p if self.dropout.training else 0.0
         # softmax(queries keys^T / sqrt(head_dim), blocked: -inf), dropout, @ values: one fused op (fused.py)
-        context_vec, self.last_attn_weights = attention(queries, keys, values, blocked, keys.shape[-1] ** -0.5,
-                                                        dropout_p)  # (b, num_heads, num_tokens, head_dim), weights
+        context_vec, self._attn_weights = attention(queries, keys, values, blocked, keys.shape[-1] ** -0.5,
+                                                    dropout_p)  # (b, num_heads, num_tokens, head_dim), weights
         context_vec = context_vec.transpose(1, 2)  # (b, num_tokens, num_heads, head_dim)
         context_vec = context_vec.reshape(b, num_tokens, self.d_out)  # (b, num_tokens, d_out): heads side by side
         return self.out_proj(context_vec)  # (b, num_tokens, d_out)
