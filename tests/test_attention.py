@@ -453,3 +453,21 @@ def test_bad_input_errors_of_the_first_rungs():
         SelfAttention_v1(3, 2)(randn(2, 6, 4))
     with pytest.raises(ValueError, match=r"\(num_tokens, d_in\) or \(batch, num_tokens, d_in\) with d_in=3"):
         SelfAttention_v2(3, 2)(randn(1, 2, 6, 3))
+
+
+@pytest.mark.parametrize("keep", [True, False], ids=["weights kept", "weights recomputed"])
+def test_a_layer_pickles_and_deep_copies_after_a_call_with_its_weights(keep, monkeypatch):
+    """last_attn_weights is computed lazily from what the call kept; the layer still pickles and copies."""
+    import copy
+    import pickle
+
+    from tinygrad_attn import fused
+    monkeypatch.setattr(fused, "_keep", lambda *sizes: keep)
+    manual_seed(0)
+    layer = GroupedQueryAttention(4, 4, 8, 0.0, num_heads=2, num_kv_heads=1)
+    pickle.loads(pickle.dumps(layer))  # before any call
+    layer(randn(2, 5, 4))
+    twin, again = copy.deepcopy(layer), pickle.loads(pickle.dumps(layer))
+    for other in (twin, again):
+        np.testing.assert_array_equal(other.last_attn_weights.numpy(), layer.last_attn_weights.numpy())
+    assert twin.last_attn_weights.data is not layer.last_attn_weights.data  # a copy, not shared

@@ -283,10 +283,11 @@ class ScaledDotProductAttention(Function):
         ctx = cls(q, k, v, **options)
         out = ctx.forward(q.data, k.data, v.data, **options)
         recorded = is_grad_enabled() and any(ctx.needs_input_grad)
-        # What computes P holds only what it needs, not ctx: a layer keeps it until its next call.
+        # What computes P holds only what it needs, not ctx (a layer keeps it until its next call), and
+        # is a partial of module functions, so that a layer holding it pickles and deep-copies.
         weights = functools.partial(np.asarray, ctx.P) if ctx.P is not None else functools.partial(
             _attention_weights, ctx.q, ctx.k, ctx.bias, ctx.scale, ctx.lse)
-        return Tensor._make(out, recorded, ctx if recorded else None), lambda: Tensor._make(weights(), False, None)
+        return Tensor._make(out, recorded, ctx if recorded else None), functools.partial(_constant, weights)
 
     def forward(self, q, k, v, blocked, scale, dropout_p, rng):
         self.q, self.k, self.v, self.scale = q, k, v, q.dtype.type(scale)
@@ -294,7 +295,10 @@ class ScaledDotProductAttention(Function):
         self.scores_shape = lead + (T_q, T_k)
         self.lse = np.empty(lead + (T_q, 1), dtype=q.dtype)  # L: each row's log-sum-exp (0 for a row all blocked)
         self.out = np.empty(lead + (T_q, v.shape[-1]), dtype=q.dtype)  # (..., T_q, E_v)
-        self.bias = None  # -inf where blocked, else 0, added to the scores: faster than writing -inf where blocked
+        # -inf where blocked, else 0, added to the scores: 3x faster than writing -inf where blocked, and
+        # PyTorch's SDPA too adds its boolean mask as such a bias. (So a blocked score that is itself inf
+        # or NaN makes its row NaN, as in PyTorch's SDPA, where masked_fill would have hidden it.)
+        self.bias = None
         if blocked is not None and blocked.any():  # (a decoding step's one query blocks nothing: no need to mask)
             bias = np.where(blocked, q.dtype.type(-np.inf), q.dtype.type(0))  # blocked's own shape: small
             self.bias = np.broadcast_to(bias, self.scores_shape)
@@ -379,6 +383,15 @@ def _attention_weights(q, k, bias, scale, lse, r=slice(None)):
     return np.exp(P, out=P)
 
 
+def _constant(compute):
+    """compute(), an array, as a Tensor without a graph."""
+    return Tensor._make(compute(), False, None)
+
+
+def _given(x):
+    return x
+
+
 def _T(x):
     """The matrix transpose of a batch of matrices: a view."""
     return np.swapaxes(x, -1, -2)
@@ -409,5 +422,4 @@ def attention(queries, keys, values, blocked, scale, dropout_p=0.0):
         attn_scores = attn_scores.masked_fill(blocked, float("-inf"))
     attn_weights = (attn_scores * scale).softmax(dim=-1)  # (..., T_q, T_k)
     context = attn_weights.dropout(dropout_p) @ values  # (..., T_q, E_v)
-    attn_weights = attn_weights.detach()
-    return context, lambda: attn_weights
+    return context, functools.partial(_given, attn_weights.detach())

@@ -246,7 +246,7 @@ class MultiHeadAttention(Module):
         if self.causal:  # True = the future (and with a window, the far past)
             self.register_buffer("mask", causal_blocked(context_length, context_length, window=self.window))
         self.rope = RotaryEmbedding(self.head_dim, context_length) if rope else None
-        self._attn_weights = lambda: None  # what computes last_attn_weights: see the property
+        self._attn_weights = None  # last_attn_weights, or what computes it: see the property
         self.reset_cache()
 
     @property
@@ -257,6 +257,10 @@ class MultiHeadAttention(Module):
         if callable(self._attn_weights):
             self._attn_weights = self._attn_weights()
         return self._attn_weights
+
+    @last_attn_weights.setter
+    def last_attn_weights(self, weights):
+        self._attn_weights = weights
 
     @property
     def cache_capacity(self):
