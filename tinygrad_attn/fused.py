@@ -285,9 +285,11 @@ class ScaledDotProductAttention(Function):
         recorded = is_grad_enabled() and any(ctx.needs_input_grad)
         # What computes P holds only what it needs, not ctx (a layer keeps it until its next call), and
         # is a partial of module functions, so that a layer holding it pickles and deep-copies.
-        weights = functools.partial(np.asarray, ctx.P) if ctx.P is not None else functools.partial(
-            _attention_weights, ctx.q, ctx.k, ctx.bias, ctx.scale, ctx.lse)
-        return Tensor._make(out, recorded, ctx if recorded else None), functools.partial(_constant, weights)
+        if ctx.P is not None:
+            weights = functools.partial(_given, Tensor._make(ctx.P, False, None))
+        else:
+            weights = functools.partial(_recomputed_weights, ctx.q, ctx.k, ctx.bias, ctx.scale, ctx.lse)
+        return Tensor._make(out, recorded, ctx if recorded else None), weights
 
     def forward(self, q, k, v, blocked, scale, dropout_p, rng):
         self.q, self.k, self.v, self.scale = q, k, v, q.dtype.type(scale)
@@ -383,12 +385,13 @@ def _attention_weights(q, k, bias, scale, lse, r=slice(None)):
     return np.exp(P, out=P)
 
 
-def _constant(compute):
-    """compute(), an array, as a Tensor without a graph."""
-    return Tensor._make(compute(), False, None)
+def _recomputed_weights(q, k, bias, scale, lse):
+    """_attention_weights of every row, as a Tensor without a graph."""
+    return Tensor._make(_attention_weights(q, k, bias, scale, lse), False, None)
 
 
 def _given(x):
+    """x itself: what a partial returns for weights already computed."""
     return x
 
 

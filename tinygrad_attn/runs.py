@@ -153,8 +153,9 @@ def load_run_or_exit(parser, path):
 def _no_run_hint(path):
     """For a run directory that does not exist: the runs beside it, and the command that trains one."""
     parent, name = os.path.split(os.path.normpath(path))
-    runs = sorted(entry for entry in os.listdir(parent or ".")
-                  if os.path.isfile(os.path.join(parent, entry, checkpoint.FILENAME))) if os.path.isdir(parent or ".") else []
+    folder = parent or "."
+    runs = sorted(entry for entry in os.listdir(folder)
+                  if os.path.isfile(os.path.join(folder, entry, checkpoint.FILENAME))) if os.path.isdir(folder) else []
     here = f"; the runs there are: {', '.join(os.path.join(parent, run) for run in runs)}" if runs else ""
     task = name.split("-")[0]      # train.default_out names a run runs/<task>-<options>
     train = command("train", ["--task", task] if task in ("reverse", "text") else [])
