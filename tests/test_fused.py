@@ -250,6 +250,32 @@ def test_parallel_for_covers_every_row_once_and_raises_what_a_thread_raises():
         runtime.set_num_threads(0)
 
 
+def test_parallel_for_gives_each_share_to_the_same_thread_and_runs_unsplit_when_busy():
+    import threading
+    with runtime.num_threads(3):
+        owners = [{}, {}]
+        for run in owners:
+            runtime.parallel_for(lambda rows, run=run: run.__setitem__(rows.start, threading.get_ident()),
+                                 999, cost=1 << 30)
+        assert sorted(owners[0]) == [0, 333, 666] and owners[0] == owners[1]
+        assert len(set(owners[0].values())) == 3 and owners[0][0] == threading.get_ident()  # the caller: the first
+
+        inner = []  # a job that itself calls parallel_for gets no share of the busy pool: it runs whole
+        runtime.parallel_for(lambda rows: runtime.parallel_for(inner.append, 10, cost=1 << 30), 3, cost=1 << 30)
+        assert sorted((r.start, r.stop) for r in inner) == [(0, 10)] * 3
+
+        seen = np.zeros((4, 1000), int)  # four threads at once: every row still once
+        def count(i):
+            for _ in range(20):
+                runtime.parallel_for(lambda rows: seen[i].__setitem__(rows, seen[i][rows] + 1), 1000, cost=1 << 30)
+        callers = [threading.Thread(target=count, args=(i,)) for i in range(4)]
+        for t in callers:
+            t.start()
+        for t in callers:
+            t.join(timeout=30)
+        assert (seen == 20).all()
+
+
 def _split_in_child(queue):
     seen = np.zeros(100, int)
     runtime.parallel_for(lambda rows: seen.__setitem__(rows, seen[rows] + 1), 100, cost=1 << 30)

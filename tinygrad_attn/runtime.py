@@ -11,9 +11,7 @@ import contextlib
 import ctypes
 import os
 import sys
-from concurrent.futures import ThreadPoolExecutor
-
-import numpy as np
+import threading
 
 
 def keep_freed_memory():
@@ -87,8 +85,41 @@ def set_blas_threads(n):
     return fn is not None
 
 
+class _Worker:
+    """A thread of the pool, handed one job at a time by two locks (start: a job is there; done: it
+    ran), the cheapest hand-off CPython has: through concurrent.futures (a Future and a queue) a
+    job cost 15-25 us more, and a training step at d_model 64, T 32 hands out 54 jobs."""
+
+    def __init__(self):
+        self.job, self.error = None, None
+        self.start, self.done = threading.Lock(), threading.Lock()
+        self.start.acquire()
+        self.done.acquire()
+        threading.Thread(target=self.run, name="tinygrad_attn", daemon=True).start()
+
+    def submit(self, fn, rows):  # fn None: the thread ends
+        self.job = fn, rows
+        self.start.release()
+
+    def wait(self):
+        """Until the job ran; raises what it raised."""
+        self.done.acquire()
+        error, self.error = self.error, None
+        if error is not None:
+            raise error
+
+    def run(self):
+        while self.start.acquire() and self.job[0] is not None:
+            try:
+                self.job[0](self.job[1])
+            except BaseException as e:  # raised again in the caller by wait()
+                self.error = e
+            self.done.release()
+
+
 _num_threads = 1
-_pool = None  # num_threads - 1 workers; the calling thread is the last one
+_workers = []  # num_threads - 1 of them; the calling thread is the last one
+_in_use = threading.Lock()  # held while a parallel_for hands out its shares
 
 
 def set_num_threads(n):
@@ -105,14 +136,14 @@ def set_num_threads(n):
     parallel_for). The price is fine-grained work: sleeping threads take tens of microseconds to
     wake on a VM, so ops of a fraction of a millisecond gain little (see parallel_for).
     """
-    global _num_threads, _pool
+    global _num_threads, _workers
     if not isinstance(n, int) or n < 1:
         raise ValueError(f"the number of threads must be a positive integer, got {n!r}")
     set_blas_threads(1)
-    if _pool is not None:
-        _pool.shutdown()
+    for worker in _workers:
+        worker.submit(None, None)
     _num_threads = n
-    _pool = ThreadPoolExecutor(n - 1, thread_name_prefix="tinygrad_attn") if n > 1 else None
+    _workers = [_Worker() for _ in range(n - 1)]
 
 
 def get_num_threads():
@@ -122,8 +153,8 @@ def get_num_threads():
 def _new_pool_after_fork():
     """A forked child has only the thread that forked: the pool's workers stayed in the parent, and
     a job handed to them would wait forever. The child gets a pool of its own."""
-    global _pool
-    _pool = ThreadPoolExecutor(_num_threads - 1, thread_name_prefix="tinygrad_attn") if _num_threads > 1 else None
+    global _workers, _in_use
+    _workers, _in_use = [_Worker() for _ in range(_num_threads - 1)], threading.Lock()
 
 
 if hasattr(os, "register_at_fork"):
@@ -149,7 +180,7 @@ def num_threads(n):
         set_num_threads(before)
 
 
-MIN_COST = 1 << 18  # the least work worth a piece: about 50 us on one core (a pool round trip costs about 25)
+MIN_COST = 1 << 18  # the least work worth a piece: about 50 us on one core (a pool round trip: 25-50)
 
 
 def parallel_for(fn, n, cost):
@@ -161,19 +192,25 @@ def parallel_for(fn, n, cost):
     BLAS calls, so the threads compute side by side. Each thread always gets the same share of the
     rows, the caller the first: the next op then reads, on each core, rows that core wrote (handing
     out smaller pieces to whichever thread is free made a d64 T32 step slower on two threads than
-    on one: 26 ms against 22; with fixed shares 20.5).
+    on one: 26 ms against 22; with fixed shares 20.5). A call made while the pool is busy, from
+    another thread or from inside a job, runs unsplit on its own thread.
     """
     pieces = min(n, _num_threads, int(cost // MIN_COST))
-    if _pool is None or pieces < 2:
+    if pieces < 2 or not _in_use.acquire(blocking=False):  # (busy: called from a second thread, or from a job)
         fn(slice(0, n))
         return
-    bounds = np.linspace(0, n, pieces + 1).round().astype(int)
-    helpers = [_pool.submit(fn, slice(a, b)) for a, b in zip(bounds[1:-1], bounds[2:])]
+    bounds = [n * i // pieces for i in range(pieces + 1)]  # (np.linspace takes 10 us for this)
+    helpers = _workers[:pieces - 1]
+    for worker, a, b in zip(helpers, bounds[1:-1], bounds[2:]):
+        worker.submit(fn, slice(a, b))
     try:
         fn(slice(0, bounds[1]))
     finally:
-        for h in helpers:
-            h.result()  # waits, and raises what a helper raised
+        try:
+            for worker in helpers:
+                worker.wait()  # raises what the helper raised
+        finally:
+            _in_use.release()
 
 
 # ---------------------------------------------------------------------------------------

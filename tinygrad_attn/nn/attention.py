@@ -30,7 +30,7 @@ What every layer adds to the book's version, the same way:
 
 import numpy as np
 
-from ..engine import cat, default_rng, zeros
+from ..engine import cat, default_rng, from_numpy, zeros
 from ..fused import attention
 from .layers import Dropout, Linear
 from .masks import blocked_scores, causal_blocked, mask_scores, padding_mask
@@ -284,7 +284,7 @@ class MultiHeadAttention(Module):
         if self.cache_buffers is None:
             return None
         first, end = self.cache_span
-        return tuple(buffer[..., first:end, :] for buffer in self.cache_buffers)
+        return tuple(from_numpy(buffer.data[..., first:end, :]) for buffer in self.cache_buffers)  # (no graph to record)
 
     @property
     def cache_pad(self):

@@ -66,6 +66,8 @@ class Module:
     training = True
 
     def __call__(self, *args, **kwargs):
+        if not (_forward_pre_hooks or _forward_hooks):  # (the usual case, at 36 calls a decoded token)
+            return self.forward(*args, **kwargs)
         for hook in tuple(_forward_pre_hooks.values()):
             hook(self, args)
         out = self.forward(*args, **kwargs)
