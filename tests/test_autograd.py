@@ -182,6 +182,30 @@ def test_backward_with_explicit_gradient_on_non_scalar():
     np.testing.assert_array_equal(x.grad, [[2.0, 0.0], [3.0, 16.0]])
 
 
+def test_backward_frees_an_intermediate_once_the_walk_is_past_it_and_its_users():
+    """Memory falls as backward runs: when the op that made y runs its backward, z = exp(y), which only
+    the graph held, is gone (as in PyTorch); with retain_graph=True the graph keeps it."""
+    import weakref
+    alive = []
+
+    class Probe(ops.Function):  # y = x; its backward looks whether z still exists
+        def forward(self, x):
+            return x * 1
+
+        def backward(self, g):
+            alive.append(z_ref() is not None)
+            return (g,)
+
+    for retain in (False, True):
+        x = leaf([1.0, 2.0])
+        z = Probe.apply(x).exp()
+        z_ref, w = weakref.ref(z), z.sum()
+        del z
+        w.backward(retain_graph=retain)
+        np.testing.assert_allclose(x.grad.numpy(), np.exp([1.0, 2.0]))
+    assert alive == [False, True]
+
+
 def test_backward_on_tensor_without_grad_raises():
     with pytest.raises(RuntimeError, match="does not require grad"):
         Tensor([1.0]).sum().backward()

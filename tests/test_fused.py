@@ -276,6 +276,18 @@ def test_parallel_for_gives_each_share_to_the_same_thread_and_runs_unsplit_when_
         assert (seen == 20).all()
 
 
+def test_a_pool_thread_forgets_its_job_and_the_arrays_it_closes_over():
+    import gc
+    import weakref
+    with runtime.num_threads(2):
+        big = np.zeros(1000)
+        runtime.parallel_for(lambda rows, big=big: big[rows].sum(), 1000, cost=1 << 30)
+        ref = weakref.ref(big)
+        del big
+        gc.collect()
+        assert ref() is None  # a worker that kept its last job would keep the array until the next one
+
+
 def _split_in_child(queue):
     seen = np.zeros(100, int)
     runtime.parallel_for(lambda rows: seen.__setitem__(rows, seen[rows] + 1), 100, cost=1 << 30)

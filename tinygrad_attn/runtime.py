@@ -97,8 +97,12 @@ class _Worker:
         self.done.acquire()
         threading.Thread(target=self.run, name="tinygrad_attn", daemon=True).start()
 
-    def submit(self, fn, rows):  # fn None: the thread ends
+    def submit(self, fn, rows):
         self.job = fn, rows
+        self.start.release()
+
+    def stop(self):
+        self.job = None
         self.start.release()
 
     def wait(self):
@@ -109,12 +113,18 @@ class _Worker:
             raise error
 
     def run(self):
-        while self.start.acquire() and self.job[0] is not None:
-            try:
-                self.job[0](self.job[1])
-            except BaseException as e:  # raised again in the caller by wait()
-                self.error = e
+        while self.start.acquire() and self.job is not None:
+            self.error = self.run_job()
             self.done.release()
+
+    def run_job(self):
+        """Runs the job and forgets it (or its arrays would live until the next one); returns what it raised."""
+        (fn, rows), self.job = self.job, None
+        try:
+            fn(rows)
+        except BaseException as e:  # raised again in the caller by wait()
+            return e
+        return None
 
 
 _num_threads = 1
@@ -141,7 +151,7 @@ def set_num_threads(n):
         raise ValueError(f"the number of threads must be a positive integer, got {n!r}")
     set_blas_threads(1)
     for worker in _workers:
-        worker.submit(None, None)
+        worker.stop()
     _num_threads = n
     _workers = [_Worker() for _ in range(n - 1)]
 
