@@ -51,10 +51,22 @@ CASES = {  # name: (a function of float64 inputs that runs a fused op, or its co
 }
 
 
-@pytest.mark.parametrize("keep", [True, False], ids=["kept", "recomputed"])
-@pytest.mark.parametrize("name", CASES)
-def test_fused_op_gradients_match_finite_differences(name, keep, monkeypatch):
+# Attention's softmax skips each row's maximum when no score can be large (fused._row_shift): the small
+# scores of these cases take that path, and with _safe_score patched to -1 the one that subtracts it.
+NAMES_SHIFTS = [(name, shift) for name in CASES
+                for shift in (("bound", "row-max") if name.startswith("attention") else ("-",))]
+
+
+def _set_paths(monkeypatch, keep, shift):
     monkeypatch.setattr(fused, "_keep", lambda *sizes: keep)  # what backward needs kept, or recomputed
+    if shift == "row-max":
+        monkeypatch.setattr(fused, "_safe_score", lambda dtype: -1.0)
+
+
+@pytest.mark.parametrize("keep", [True, False], ids=["kept", "recomputed"])
+@pytest.mark.parametrize("name, shift", NAMES_SHIFTS)
+def test_fused_op_gradients_match_finite_differences(name, shift, keep, monkeypatch):
+    _set_paths(monkeypatch, keep, shift)
     fn, shapes = CASES[name]
     inputs = [randn(*shape, seed=i, requires_grad=True) for i, shape in enumerate(shapes)]
     out = fn(*inputs)
@@ -64,9 +76,9 @@ def test_fused_op_gradients_match_finite_differences(name, keep, monkeypatch):
 
 
 @pytest.mark.parametrize("keep", [True, False], ids=["kept", "recomputed"])
-@pytest.mark.parametrize("name", CASES)
-def test_fused_op_equals_the_composition_it_replaces(name, keep, monkeypatch):
-    monkeypatch.setattr(fused, "_keep", lambda *sizes: keep)
+@pytest.mark.parametrize("name, shift", NAMES_SHIFTS)
+def test_fused_op_equals_the_composition_it_replaces(name, shift, keep, monkeypatch):
+    _set_paths(monkeypatch, keep, shift)
     fn, shapes = CASES[name]
     results = []
     for enabled in (True, False):
@@ -78,6 +90,35 @@ def test_fused_op_equals_the_composition_it_replaces(name, keep, monkeypatch):
         results.append([out.numpy()] + [x.grad for x in inputs])
     for a, b in zip(*results):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
+
+
+def test_the_row_maximum_is_skipped_only_where_no_score_can_overflow():
+    rng = np.random.default_rng(0)
+    q, k = rng.standard_normal((2, 64, 4, 32, 16)).astype(np.float32)  # |scores| at most about 10
+
+    def shift(q, k, scale=0.25):
+        S = np.matmul(q * scale, np.swapaxes(k, -1, -2))
+        m = fused._row_shift(S, q, k, scale)
+        row_max = S.max(axis=-1, keepdims=True)
+        assert m is None or np.array_equal(m, np.where(np.isfinite(row_max), row_max, 0))
+        return m
+
+    assert shift(q, k) is None
+    assert shift(q * 10, k) is not None  # scores up to about 100 in float32: exp(100) overflows
+    assert shift(q, k, scale=-2.5) is not None  # the bound takes |scale|
+    assert shift(q.astype(np.float64) * 10, k.astype(np.float64)) is None  # float64 has room up to 354
+    assert shift(q[:1, :, :1], k[:1]) is not None  # one query (decoding): the maximum is the cheaper
+    q[0, 0, 0, 0] = np.inf
+    assert shift(q, k) is not None  # an inf norm is no bound
+
+    big = [Tensor(x * 300, requires_grad=True) for x in rng.standard_normal((3, 2, 3, 5, 4)).astype(np.float32)]
+    results = []
+    for enabled in (True, False):  # scores in the thousands: the fused op subtracts the maximum, and agrees
+        with fused_ops(enabled):
+            out = fused.attention(*big, np.triu(np.ones((5, 5), bool), 1), 0.5)[0]
+        assert np.isfinite(out.numpy()).all()
+        results.append(out.numpy())
+    np.testing.assert_allclose(*results, rtol=1e-5, atol=1e-3)
 
 
 def test_a_query_that_sees_no_key_gets_zeros_not_nan():

@@ -313,15 +313,17 @@ class ScaledDotProductAttention(Function):
 
         def rows(r):
             E = _scores(q, k, self.bias, self.scale, r)  # S, blocked: -inf
-            m = E.max(axis=-1, keepdims=True, initial=-np.inf)  # (fast: max() alone takes twice as long)
-            m[~np.isfinite(m)] = 0  # a row all blocked: exp(-inf - 0) = 0, not NaN
-            E -= m
+            m = _row_shift(E, q[r], k[r], self.scale)  # (..., T_q, 1), or None for 0
+            if m is not None:
+                E -= m
             np.exp(E, out=E)  # exp(S - m): P times each row's sum
             total = rowsum(E)
             total[total == 0] = 1
             O = np.matmul(E if self.M is None else E * self.M[r], v[r], out=self.out[r])  # (P * M) v * total
             O /= total
-            np.add(m, np.log(total), out=self.lse[r])  # L = m + log(sum exp(S - m))
+            L = np.log(total, out=self.lse[r])  # L = m + log(sum exp(S - m))
+            if m is not None:
+                L += m
             if self.P is not None:  # small enough to keep
                 np.divide(E, total, out=self.P[r])
 
@@ -361,6 +363,31 @@ class ScaledDotProductAttention(Function):
                 rows(b)
 
         parallel_for(blocks, self.scores_shape[0], cost=size * (6 + matmul_cost // 4))
+
+
+def _row_shift(S, q, k, scale):
+    """m, what each row of the scores S = q k^T * scale (+ bias) is lowered by before exp. Softmax is
+    the same for any m, which is there only to keep exp from overflowing, so m = 0 (returned as None)
+    when no score can be large: |S_ij| <= |q_i| |k_j| |scale| (Cauchy-Schwarz), at most the largest
+    norms' product, and up to _safe_score exp can neither overflow, in a term or in a row's sum, nor
+    make a row's every term 0. Else m is each row's maximum (..., T_q, 1), 0 for a row all blocked.
+    The norms cost a pass over q and one over k; the maximum over the short last axis they save
+    costs numpy about three passes over S (on (64, 4, 32, 32): 266 us, an exp 94). Measured, forward
+    and backward of attention on one core: -13% at T 32 and head_dim 16, -6% at T 128, -4% at T 512.
+    """
+    if S.size > (q.size + k.size) // 2:  # (else the norms would cost more than the maximum: decoding)
+        largest = abs(scale) * np.sqrt(rowsum(q * q).max(initial=0) * rowsum(k * k).max(initial=0))
+        if largest <= _safe_score(S.dtype):  # (False if it is inf or NaN)
+            return None
+    m = S.max(axis=-1, keepdims=True, initial=-np.inf)  # (faster than max() without initial)
+    m[~np.isfinite(m)] = 0  # a row all blocked: exp(-inf - 0) = 0, not NaN
+    return m
+
+
+def _safe_score(dtype):
+    """The largest score whose exp, or a sum of up to 10^19 such (the square root of the dtype's
+    largest number), is finite: 44.4 in float32, 354.9 in float64."""
+    return math.log(np.finfo(dtype).max) / 2
 
 
 def _scores(q, k, bias, scale, r=slice(None)):
