@@ -121,6 +121,22 @@ def test_the_row_maximum_is_skipped_only_where_no_score_can_overflow():
     np.testing.assert_allclose(*results, rtol=1e-5, atol=1e-3)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_layer_norm_in_blocks_of_rows_equals_the_composition(threads, monkeypatch):
+    monkeypatch.setattr(fused, "_block_rows", lambda n: 3)  # 10 rows: blocks of 3, 3, 3, 1 (per thread: 2, 3)
+    monkeypatch.setattr(runtime, "MIN_COST", 1)  # split even this small input over the threads
+    results = []
+    with runtime.num_threads(threads):
+        for enabled in (True, False):
+            x, w, b = (randn(*shape, seed=i, requires_grad=True) for i, shape in enumerate([(2, 5, 6), (6,), (6,)]))
+            with fused_ops(enabled):
+                out = F.layer_norm(x, 6, w, b)
+            out.backward(gradient=np.random.default_rng(9).standard_normal(out.shape))
+            results.append([out.numpy(), x.grad.numpy(), w.grad.numpy(), b.grad.numpy()])
+    for a, b_ in zip(*results):
+        np.testing.assert_allclose(a, b_, rtol=1e-12, atol=1e-14)
+
+
 def test_a_query_that_sees_no_key_gets_zeros_not_nan():
     q, k, v = (randn(2, 3, 4, 3, seed=i, requires_grad=True) for i in range(3))
     every = np.ones((4, 4), bool)

@@ -97,7 +97,9 @@ class LayerNorm(Function):
     product g * x_hat that dweight needs serves the second mean too. Measured, forward and
     backward of (64, 128, 128): 2.6 ms against the composition's 4.3 on one core, 1.8 on two.
     A large x_hat (_keep) is not kept but recomputed from x (which the graph keeps anyway), the
-    rows' means and 1 / sigma, by the forward's own steps.
+    rows' means and 1 / sigma, by the forward's own steps. Each thread runs its rows a block at a
+    time (_block_rows): forward and backward of (64, 512, 256) in 26 ms instead of 39 on one core,
+    16.5 instead of 28.6 on two; of (64, 128, 128) 7% faster.
     """
 
     def forward(self, x, weight, bias, eps):
@@ -117,7 +119,7 @@ class LayerNorm(Function):
             np.multiply(centered, weight, out=y[r])
             y[r] += bias
 
-        parallel_for(rows, len(x2), cost=6 * x2.size)
+        parallel_for(_by_blocks(rows, _block_rows(n)), len(x2), cost=6 * x2.size)
         self.weight = weight
         return y.reshape(x.shape)
 
@@ -138,7 +140,7 @@ class LayerNorm(Function):
             d -= gx
             d *= self.inv_sigma[r][:, None]
 
-        parallel_for(rows, len(g2), cost=8 * g2.size)
+        parallel_for(_by_blocks(rows, _block_rows(len(w))), len(g2), cost=8 * g2.size)
         dw, db = (sum(p) for p in zip(*(pieces[start] for start in sorted(pieces))))  # in row order: repeatable
         return dx.reshape(g.shape), dw, db
 
@@ -217,6 +219,21 @@ class GELU(Function):
 def _blocks(rows, size):
     """The slice `rows` cut into slices of at most `size`."""
     return (slice(a, min(a + size, rows.stop)) for a in range(rows.start, rows.stop, size))
+
+
+def _block_rows(n, numbers=1 << 18):
+    """How many rows of n numbers make a block of about 256K numbers (1 MiB of float32), whose passes,
+    one after the other, then run in the cache instead of in memory. (For layer norm, 64K, 128K,
+    512K and 1M numbers measured slower at one or two threads.)"""
+    return max(1, numbers // max(n, 1))
+
+
+def _by_blocks(fn, size):
+    """fn(rows) as a function that calls it block by block, `size` rows at a time."""
+    def run(rows):
+        for block in _blocks(rows, size):
+            fn(block)
+    return run
 
 
 class Embedding(Function):
