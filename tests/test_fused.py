@@ -60,7 +60,7 @@ NAMES_SHIFTS = [(name, shift) for name in CASES
 def _set_paths(monkeypatch, keep, shift):
     monkeypatch.setattr(fused, "_keep", lambda *sizes: keep)  # what backward needs kept, or recomputed
     if shift == "row-max":
-        monkeypatch.setattr(fused, "_safe_score", lambda dtype: -1.0)
+        monkeypatch.setattr(fused, "_safe_score", lambda *args: -1.0)
 
 
 @pytest.mark.parametrize("keep", [True, False], ids=["kept", "recomputed"])
@@ -96,9 +96,9 @@ def test_the_row_maximum_is_skipped_only_where_no_score_can_overflow():
     rng = np.random.default_rng(0)
     q, k = rng.standard_normal((2, 64, 4, 32, 16)).astype(np.float32)  # |scores| at most about 10
 
-    def shift(q, k, scale=0.25):
+    def shift(q, k, scale=0.25, v=None, weight_scale=1.0):
         S = np.matmul(q * scale, np.swapaxes(k, -1, -2))
-        m = fused._row_shift(S, q, k, scale)
+        m = fused._row_shift(S, q, k, k if v is None else v, scale, weight_scale)
         row_max = S.max(axis=-1, keepdims=True)
         assert m is None or np.array_equal(m, np.where(np.isfinite(row_max), row_max, 0))
         return m
@@ -106,10 +106,18 @@ def test_the_row_maximum_is_skipped_only_where_no_score_can_overflow():
     assert shift(q, k) is None
     assert shift(q * 10, k) is not None  # scores up to about 100 in float32: exp(100) overflows
     assert shift(q, k, scale=-2.5) is not None  # the bound takes |scale|
-    assert shift(q.astype(np.float64) * 10, k.astype(np.float64)) is None  # float64 has room up to 354
+    assert shift(q.astype(np.float64) * 10, k.astype(np.float64)) is None  # float64 has room up to 700
+    assert shift(q, k, v=k * 1e36) is not None  # (exp(S) * M) v could overflow: large values
+    assert shift(q, k, weight_scale=1e36) is not None  # ... or a dropout scale 1 / (1 - p) near 1 / 0
+    assert shift(q.astype(np.float16), k.astype(np.float16)) is not None  # float16 has room up to about 2
     assert shift(q[:1, :, :1], k[:1]) is not None  # one query (decoding): the maximum is the cheaper
     q[0, 0, 0, 0] = np.inf
     assert shift(q, k) is not None  # an inf norm is no bound
+
+    q16 = np.zeros((2, 512, 4), np.float16)  # float16: scores of 5.3 are fine, a sum of 512 exp(5.3) is not
+    q16[..., 0] = 2.3
+    got = fused.attention(*(Tensor(x, dtype=np.float16) for x in (q16, q16, np.ones_like(q16))), None, 1.0)[0]
+    np.testing.assert_array_equal(got.numpy(), 1)
 
     big = [Tensor(x * 300, requires_grad=True) for x in rng.standard_normal((3, 2, 3, 5, 4)).astype(np.float32)]
     results = []
@@ -135,6 +143,12 @@ def test_layer_norm_in_blocks_of_rows_equals_the_composition(threads, monkeypatc
             results.append([out.numpy(), x.grad.numpy(), w.grad.numpy(), b.grad.numpy()])
     for a, b_ in zip(*results):
         np.testing.assert_allclose(a, b_, rtol=1e-12, atol=1e-14)
+
+
+def test_layer_norm_of_no_rows_has_zero_gradients():
+    x, w, b = (randn(*shape, seed=i, requires_grad=True) for i, shape in enumerate([(0, 5, 6), (6,), (6,)]))
+    F.layer_norm(x, 6, w, b).sum().backward()
+    assert x.grad.shape == (0, 5, 6) and (w.grad.numpy() == 0).all() and (b.grad.numpy() == 0).all()
 
 
 def test_a_query_that_sees_no_key_gets_zeros_not_nan():
@@ -331,6 +345,78 @@ def test_parallel_for_gives_each_share_to_the_same_thread_and_runs_unsplit_when_
         for t in callers:
             t.join(timeout=30)
         assert (seen == 20).all()
+
+
+def _all_rows_at_return(n=999):
+    """A split call whose helpers are slow: how many of its n rows are written when it returns."""
+    import time
+    out = np.zeros(n)
+
+    def fill(rows):
+        time.sleep(0.05 if rows.start else 0)
+        out[rows] = 1
+
+    runtime.parallel_for(fill, n, cost=1 << 30)
+    return int(out.sum())
+
+
+def test_a_failed_or_interrupted_call_leaves_the_pool_as_it_was():
+    import signal
+    import threading
+    import time
+
+    class Interrupt(Exception):
+        pass
+
+    with runtime.num_threads(3):
+        def fail_fast_and_slow(rows):  # one helper raises at once, the other is still running
+            if rows.start == 333:
+                raise ValueError("piece failed")
+            time.sleep(0.2 if rows.start else 0)
+
+        with pytest.raises(ValueError, match="piece failed"):
+            runtime.parallel_for(fail_fast_and_slow, 999, cost=1 << 30)
+        assert _all_rows_at_return() == 999  # the next call still waits for every share
+
+        if hasattr(signal, "pthread_kill") and threading.current_thread() is threading.main_thread():
+            def interrupt(signum, frame):
+                raise Interrupt
+            before = signal.signal(signal.SIGUSR1, interrupt)
+            try:  # a signal (as Ctrl-C) while the caller waits for a slow helper
+                main = threading.get_ident()
+                threading.Timer(0.05, lambda: signal.pthread_kill(main, signal.SIGUSR1)).start()
+                with pytest.raises(Interrupt):
+                    runtime.parallel_for(lambda rows: time.sleep(0.3 if rows.start else 0), 99, cost=1 << 30)
+            finally:
+                signal.signal(signal.SIGUSR1, before)
+            assert _all_rows_at_return() == 999
+
+
+def test_set_num_threads_from_another_thread_during_calls():
+    import threading
+    with runtime.num_threads(2):
+        stop, errors, done = False, [], []
+
+        def toggle():
+            while not stop:
+                try:
+                    runtime.set_num_threads(2)
+                except Exception as e:  # noqa: BLE001 - any error is the failure
+                    errors.append(e)
+
+        def call():
+            seen = np.zeros(100, int)
+            for _ in range(500):
+                runtime.parallel_for(lambda rows: seen.__setitem__(rows, seen[rows] + 1), 100, cost=1 << 30)
+            done.append((seen == 500).all())
+
+        toggler, caller = threading.Thread(target=toggle, daemon=True), threading.Thread(target=call, daemon=True)
+        toggler.start()
+        caller.start()
+        caller.join(timeout=60)
+        stop = True
+        toggler.join(timeout=10)
+        assert done == [True] and not errors  # no hang, no row missed or done twice
 
 
 def test_a_pool_thread_forgets_its_job_and_the_arrays_it_closes_over():
