@@ -141,7 +141,10 @@ class LayerNorm(Function):
             d *= self.inv_sigma[r][:, None]
 
         parallel_for(_by_blocks(rows, _block_rows(len(w))), len(g2), cost=8 * g2.size)
-        dw, db = (sum(p) for p in zip(*(pieces[start] for start in sorted(pieces))))  # in row order: repeatable
+        dw, db = np.zeros_like(w), np.zeros_like(w)  # (stay zeros for an input of no rows)
+        for start in sorted(pieces):  # in row order: repeatable
+            dw += pieces[start][0]
+            db += pieces[start][1]
         return dx.reshape(g.shape), dw, db
 
     def _x_hat(self, r):
@@ -323,14 +326,15 @@ class ScaledDotProductAttention(Function):
             self.bias = np.broadcast_to(bias, self.scores_shape)
         kept_anyway = q.size + k.size + 2 * v.size  # q, k, v, and the output, as large as v
         self.P = np.empty(self.scores_shape, dtype=q.dtype) if _keep(math.prod(self.scores_shape), kept_anyway) else None
-        self.M = None
+        self.M, weight_scale = None, 1.0
         if dropout_p > 0:  # drawn here, whole, as ops.Dropout draws them: the same generator, the same order
             keep = rng.random(self.scores_shape, dtype=q.dtype) >= dropout_p
-            self.M = keep * q.dtype.type(1 / (1 - dropout_p) if dropout_p < 1 else 0)
+            weight_scale = 1 / (1 - dropout_p) if dropout_p < 1 else 0.0
+            self.M = keep * q.dtype.type(weight_scale)
 
         def rows(r):
             E = _scores(q, k, self.bias, self.scale, r)  # S, blocked: -inf
-            m = _row_shift(E, q[r], k[r], self.scale)  # (..., T_q, 1), or None for 0
+            m = _row_shift(E, q[r], k[r], v[r], self.scale, weight_scale)  # (..., T_q, 1), or None for 0
             if m is not None:
                 E -= m
             np.exp(E, out=E)  # exp(S - m): P times each row's sum
@@ -382,29 +386,34 @@ class ScaledDotProductAttention(Function):
         parallel_for(blocks, self.scores_shape[0], cost=size * (6 + matmul_cost // 4))
 
 
-def _row_shift(S, q, k, scale):
+def _row_shift(S, q, k, v, scale, weight_scale):
     """m, what each row of the scores S = q k^T * scale (+ bias) is lowered by before exp. Softmax is
     the same for any m, which is there only to keep exp from overflowing, so m = 0 (returned as None)
     when no score can be large: |S_ij| <= |q_i| |k_j| |scale| (Cauchy-Schwarz), at most the largest
-    norms' product, and up to _safe_score exp can neither overflow, in a term or in a row's sum, nor
-    make a row's every term 0. Else m is each row's maximum (..., T_q, 1), 0 for a row all blocked.
-    The norms cost a pass over q and one over k; the maximum over the short last axis they save
-    costs numpy about three passes over S (on (64, 4, 32, 32): 266 us, an exp 94). Measured, forward
-    and backward of attention on one core: -13% at T 32 and head_dim 16, -6% at T 128, -4% at T 512.
+    norms' product, and up to _safe_score neither exp(S) nor a row's sum nor (exp(S) * M) v can
+    overflow (M the dropout's scale weight_scale, at most 1 / (1 - p)), nor can a row's every term
+    be 0. Else m is each row's maximum (..., T_q, 1), 0 for a row all blocked. The norms and |v|
+    cost a pass over q, k and v; the maximum over the short last axis they save costs numpy about
+    three passes over S (on (64, 4, 32, 32): 266 us, an exp 94). Measured, forward and backward of
+    attention on one core: -13% at T 32 and head_dim 16, -6% at T 128, -4% at T 512.
     """
-    if S.size > (q.size + k.size) // 2:  # (else the norms would cost more than the maximum: decoding)
+    if S.size > (q.size + k.size + v.size) // 2:  # (else the norms would cost more than the maximum: decoding)
         largest = abs(scale) * np.sqrt(rowsum(q * q).max(initial=0) * rowsum(k * k).max(initial=0))
-        if largest <= _safe_score(S.dtype):  # (False if it is inf or NaN)
+        v_max = max(1.0, float(np.abs(v).max(initial=0)) * weight_scale)
+        if largest <= _safe_score(S.dtype, S.shape[-1], v_max):  # (False if it is inf or NaN)
             return None
     m = S.max(axis=-1, keepdims=True, initial=-np.inf)  # (faster than max() without initial)
     m[~np.isfinite(m)] = 0  # a row all blocked: exp(-inf - 0) = 0, not NaN
     return m
 
 
-def _safe_score(dtype):
-    """The largest score whose exp, or a sum of up to 10^19 such (the square root of the dtype's
-    largest number), is finite: 44.4 in float32, 354.9 in float64."""
-    return math.log(np.finfo(dtype).max) / 2
+def _safe_score(dtype, T_k, v_max):
+    """The largest score s for which T_k * exp(s) * v_max, the most a row's sum or an output number of
+    the unnormalised softmax can be, stays below the dtype's largest number, with a factor e to spare,
+    and exp(-s) above its smallest normal one: at T_k = 512 and |v| <= 10, 79 in float32, 700 in
+    float64, 1.5 in float16."""
+    info = np.finfo(dtype)
+    return min(math.log(info.max) - 1 - math.log(max(T_k, 1) * v_max), -math.log(info.tiny) - 1)
 
 
 def _scores(q, k, bias, scale, r=slice(None)):
