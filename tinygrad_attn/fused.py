@@ -225,9 +225,10 @@ def _blocks(rows, size):
 
 
 def _block_rows(n, numbers=1 << 18):
-    """How many rows of n numbers make a block of about 256K numbers (1 MiB of float32), whose passes,
-    one after the other, then run in the cache instead of in memory. (For layer norm, 64K, 128K,
-    512K and 1M numbers measured slower at one or two threads.)"""
+    """How many rows of n numbers make a block of about `numbers` numbers (256K: 1 MiB of float32),
+    whose passes, one after the other, then run in the cache instead of in memory. (For layer norm,
+    64K, 128K, 512K and 1M numbers measured slower at one or two threads; attention's blocks hold 1M
+    scores.)"""
     return max(1, numbers // max(n, 1))
 
 
@@ -378,12 +379,8 @@ class ScaledDotProductAttention(Function):
         size = math.prod(self.scores_shape)
         per_item = size // max(self.scores_shape[0], 1)  # scores of one batch element
         matmul_cost = self.k.shape[-1] + self.v.shape[-1]  # per score: a multiply-add per feature, both products
-
-        def blocks(r):
-            for b in _blocks(r, max(1, (1 << 20) // max(per_item, 1))):
-                rows(b)
-
-        parallel_for(blocks, self.scores_shape[0], cost=size * (6 + matmul_cost // 4))
+        parallel_for(_by_blocks(rows, _block_rows(per_item, 1 << 20)), self.scores_shape[0],
+                     cost=size * (6 + matmul_cost // 4))
 
 
 def _row_shift(S, q, k, v, scale, weight_scale):

@@ -13,7 +13,7 @@ import sys
 import numpy as np
 
 from . import checkpoint
-from .data import CopyTask, decode_answer
+from .data import TASKS, CopyTask, decode_answer
 from .nn import functional as F
 from .nn.transformer import Transformer, TransformerConfig
 from .engine import Tensor, no_grad
@@ -158,7 +158,7 @@ def _no_run_hint(path):
                   if os.path.isfile(os.path.join(folder, entry, checkpoint.FILENAME))) if os.path.isdir(folder) else []
     here = f"; the runs there are: {', '.join(os.path.join(parent, run) for run in runs)}" if runs else ""
     task = name.split("-")[0]      # train.default_out names a run runs/<task>-<options>
-    train = command("train", ["--task", task] if task in ("reverse", "text") else [])
+    train = command("train", ["--task", task] if task in (*TASKS, "text") and task != "copy" else [])  # (copy: the default)
     return f"{here} (train one first: {train}; the run's directory is named after its options)"
 
 

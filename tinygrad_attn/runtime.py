@@ -209,7 +209,7 @@ def parallel_for(fn, n, cost):
         return
     jobs = []
     try:
-        pieces = min(pieces, len(_workers) + 1)
+        pieces = min(pieces, len(_workers) + 1)  # (the pool as it is now that the lock is ours)
         bounds = [n * i // pieces for i in range(pieces + 1)]  # (np.linspace takes 10 us for this)
         for worker, a, b in zip(_workers, bounds[1:-1], bounds[2:]):
             jobs.append(worker.submit(fn, slice(a, b)))
